@@ -1,0 +1,149 @@
+"""Mallard's settings: one object, read from `MALLARD_*` environment variables.
+
+Every path Mallard writes lives under `MALLARD_HOME`; the properties below derive them,
+so no other module builds a path of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CUSTOMERS = 20_000
+
+
+class ConfigError(ValueError):
+    """A setting has a value Mallard cannot use; the message names the setting and the fix."""
+
+
+class Settings(BaseSettings):
+    """Mallard's configuration. Each field is read from `MALLARD_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MALLARD_", extra="ignore")
+
+    home: Path = Path(".mallard")
+    env: Literal["local", "prod"] = "local"
+    seed: int = 7
+    sample_scale: float = 1.0
+    end_date: dt.date | None = None
+    llm_threads: int = 2
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("sample_scale", mode="after")
+    @classmethod
+    def _positive_scale(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0 (1.0 means about 20,000 customers)")
+        return value
+
+    @field_validator("llm_threads", mode="after")
+    @classmethod
+    def _positive_threads(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    # Paths under MALLARD_HOME -------------------------------------------------------------
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def lake_dir(self) -> Path:
+        """Delta tables owned by Mallard (features, logs, scores)."""
+        return self.home / "lake"
+
+    @property
+    def sample_dir(self) -> Path:
+        """The generated sample world (the raw sources of the demo)."""
+        return self.home / "sample"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Local model files (joined GGUFs) and other large cached artefacts."""
+        return self.home / "models"
+
+    @property
+    def online_store_path(self) -> Path:
+        return self.home / "online" / "online_store.sqlite"
+
+    @property
+    def sample_customers(self) -> int:
+        return max(1, round(DEFAULT_CUSTOMERS * self.sample_scale))
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path relative to MALLARD_HOME (absolute paths are returned unchanged)."""
+        path = Path(path)
+        return path if path.is_absolute() else self.home / path
+
+    def ensure_home(self) -> Settings:
+        """Create MALLARD_HOME and the Dagster instance folder, or fail naming MALLARD_HOME."""
+        try:
+            self.dagster_home.mkdir(parents=True, exist_ok=True)
+            probe = self.home / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"MALLARD_HOME={self.home} is not writable ({exc.strerror}): "
+                "point MALLARD_HOME at a folder you can write to"
+            ) from exc
+        instance_yaml = PROJECT_ROOT / "dagster.yaml"
+        target = self.dagster_home / "dagster.yaml"
+        if instance_yaml.exists() and (
+            not target.exists() or target.read_text() != instance_yaml.read_text()
+        ):
+            target.write_text(instance_yaml.read_text())
+        return self
+
+
+def _explain(error: ValidationError) -> ConfigError:
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        variable = f"MALLARD_{field.upper()}"
+        given = os.environ.get(variable, item.get("input"))
+        problems.append(f"{variable}={given!r}: {item['msg']}")
+    return ConfigError("Invalid Mallard configuration: " + "; ".join(problems))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (and overrides), raising ConfigError on bad values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+@lru_cache(maxsize=1)
+def _cached_settings(_environment_key: tuple[tuple[str, str], ...]) -> Settings:
+    return load_settings()
+
+
+def get_settings() -> Settings:
+    """The settings for the current environment (re-read when MALLARD_* variables change)."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MALLARD_")))
+    return _cached_settings(key)

@@ -1,0 +1,465 @@
+"""Generate the Pondstream sample world, deterministically from a seed and an end date.
+
+Pondstream is a subscription streaming service observed over `days` days ending on `end_date`:
+customers, daily usage, billing events (with late corrections), support tickets and churn
+labels, plus the LLM side (help-centre corpus, eval questions, a judge calibration slice and
+production assistant traces). From `shift_day` on the world changes: a faulty TV/console app
+release raises playback errors, viewing drops, and errors start to drive churn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+HELPCENTRE_DIR = Path(__file__).parent / "helpcentre"
+
+PLANS = np.array(["basic", "standard", "premium"])
+PLAN_PRICE = np.array([7.99, 12.99, 17.99])
+REGIONS = np.array(["north_america", "europe", "latin_america", "asia_pacific"])
+DEVICES = np.array(["tv", "mobile", "web", "console", "tablet"])
+# The faulty release of day `shift_day` ships to these devices.
+FAULTY_DEVICES = np.array([True, False, False, True, False])
+TICKET_CATEGORIES = np.array(["playback", "billing", "account", "devices"])
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What to generate. Same spec → identical data."""
+
+    end_date: dt.date
+    seed: int = 7
+    customers: int = 20_000
+    days: int = 120
+    shift_day: int = 60
+    label_horizon_days: int = 14
+    trace_days: int = 14
+    traces_per_day: int = 150
+    trace_regression_day: int = 10
+
+    def __post_init__(self) -> None:
+        if self.customers < 1:
+            raise ValueError(
+                f"customers={self.customers}: the sample world needs at least 1 customer "
+                "(set MALLARD_SAMPLE_SCALE or --scale above 0)"
+            )
+        if not 0 < self.shift_day < self.days:
+            raise ValueError(f"shift_day={self.shift_day} must lie inside the {self.days} days")
+
+    @property
+    def start_date(self) -> dt.date:
+        return self.end_date - dt.timedelta(days=self.days - 1)
+
+    def day_start(self, day: int) -> pd.Timestamp:
+        """UTC midnight starting simulated day `day` (0-based)."""
+        return pd.Timestamp(self.start_date + dt.timedelta(days=day), tz="UTC")
+
+
+@dataclass
+class WorldSummary:
+    """What was generated: files, row counts and the statistics that show the shift."""
+
+    spec: dict[str, Any]
+    files: dict[str, str]
+    rows: dict[str, int]
+    shift: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _timestamps(spec: WorldSpec, day: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    start = np.datetime64(spec.start_date.isoformat(), "us")
+    return start + day.astype("timedelta64[D]") + seconds.astype("timedelta64[s]")
+
+
+def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(spec.seed)
+    n, days = spec.customers, spec.days
+
+    # Static attributes. 70 % joined before the window, the rest join during it.
+    existing = rng.random(n) < 0.7
+    signup_day = np.where(
+        existing, -rng.integers(1, 730, n), rng.integers(0, days, n)
+    ).astype(np.int64)
+    plan = rng.choice(3, n, p=[0.45, 0.38, 0.17])
+    region = rng.choice(4, n, p=[0.4, 0.3, 0.15, 0.15])
+    device = rng.choice(5, n, p=[0.4, 0.3, 0.15, 0.08, 0.07])
+    age = rng.integers(18, 76, n)
+    engagement = rng.lognormal(0.0, 0.5, n) * (1.0 + 0.15 * plan)
+    payment_risk = rng.beta(1.0, 25.0, n)
+    satisfaction = rng.normal(0.0, 1.0, n)
+
+    churn_day = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    minutes = np.zeros((n, days), dtype=np.float32)
+    errors_recent = np.zeros(n)
+    failed_recent = np.zeros(n)
+    current_plan = plan.copy()
+
+    usage_parts: list[dict[str, np.ndarray]] = []
+    billing_parts: list[dict[str, np.ndarray]] = []
+    ticket_parts: list[dict[str, np.ndarray]] = []
+
+    for day in range(days):
+        if day % 20 == 0:
+            progress(f"simulating day {day + 1}/{days}")
+        shifted = day >= spec.shift_day
+        active = (signup_day <= day) & (churn_day > day)
+        idx = np.flatnonzero(active)
+        weekday = (spec.start_date + dt.timedelta(days=day)).weekday()
+        weekend = 1.25 if weekday >= 5 else 1.0
+
+        satisfaction[idx] = 0.97 * satisfaction[idx] + 0.25 * rng.normal(0.0, 1.0, idx.size)
+        intensity = engagement[idx] * np.exp(0.8 * satisfaction[idx]) * weekend
+        if shifted:
+            intensity *= 0.85
+        sessions = rng.poisson(intensity)
+        session_scale = 17.0 if shifted else 20.0
+        watched = np.where(
+            sessions > 0, rng.gamma(np.maximum(2.0 * sessions, 1e-9), session_scale), 0.0
+        )
+        used_device = np.where(rng.random(idx.size) < 0.8, device[idx], rng.integers(0, 5, idx.size))
+        if shifted:
+            error_p = np.where(FAULTY_DEVICES[used_device], 0.12, 0.035)
+        else:
+            error_p = np.full(idx.size, 0.02)
+        errors = rng.binomial(sessions, error_p)
+        minutes[idx, day] = watched
+        errors_recent[idx] = 0.8 * errors_recent[idx] + errors
+
+        has_usage = sessions > 0
+        u = idx[has_usage]
+        usage_parts.append(
+            {
+                "customer_id": u + 1,
+                "day": np.full(u.size, day),
+                "seconds": rng.integers(0, 86_400, u.size),
+                "device": used_device[has_usage],
+                "sessions": sessions[has_usage],
+                "minutes_watched": np.round(watched[has_usage], 1),
+                "errors": errors[has_usage],
+            }
+        )
+
+        # Billing: a charge every 30 days from signup; failures are retried after 3 and 7 days.
+        due = idx[(day - signup_day[idx]) % 30 == 0]
+        failed = rng.random(due.size) < payment_risk[due] * (1.3 if shifted else 1.0)
+        retry_ok = rng.random(due.size) < 0.6
+        failed_recent[:] *= 0.93
+        failed_recent[due[failed]] += 1.0
+        kinds = np.where(failed, "payment_failed", "payment")
+        billing_parts.append(
+            {
+                "customer_id": due + 1,
+                "day": np.full(due.size, day),
+                "seconds": rng.integers(0, 86_400, due.size),
+                "event_type": kinds,
+                "amount": PLAN_PRICE[current_plan[due]],
+                "plan": PLANS[current_plan[due]],
+            }
+        )
+        retried = due[failed & retry_ok]
+        if retried.size:
+            billing_parts.append(
+                {
+                    "customer_id": retried + 1,
+                    "day": np.minimum(np.full(retried.size, day + 3), days - 1),
+                    "seconds": rng.integers(0, 86_400, retried.size),
+                    "event_type": np.full(retried.size, "payment"),
+                    "amount": PLAN_PRICE[current_plan[retried]],
+                    "plan": PLANS[current_plan[retried]],
+                }
+            )
+        movers = idx[rng.random(idx.size) < 0.001]
+        if movers.size:
+            new_plan = np.clip(current_plan[movers] + rng.choice([-1, 1], movers.size), 0, 2)
+            current_plan[movers] = new_plan
+            billing_parts.append(
+                {
+                    "customer_id": movers + 1,
+                    "day": np.full(movers.size, day),
+                    "seconds": rng.integers(0, 86_400, movers.size),
+                    "event_type": np.full(movers.size, "plan_change"),
+                    "amount": PLAN_PRICE[new_plan],
+                    "plan": PLANS[new_plan],
+                }
+            )
+
+        # Support tickets follow errors and payment failures.
+        ticket_p = 0.002 + 0.03 * errors + 0.2 * np.isin(idx, due[failed])
+        opened = rng.random(idx.size) < ticket_p
+        t = idx[opened]
+        category = np.where(
+            errors[opened] > 0, 0, np.where(np.isin(t, due[failed]), 1, rng.integers(2, 4, t.size))
+        )
+        ticket_parts.append(
+            {
+                "customer_id": t + 1,
+                "day": np.full(t.size, day),
+                "seconds": rng.integers(0, 86_400, t.size),
+                "category": TICKET_CATEGORIES[category],
+                "priority": np.where(rng.random(t.size) < 0.2, "high", "normal"),
+                "resolution_hours": np.round(rng.gamma(2.0, 6.0, t.size), 1),
+            }
+        )
+
+        # Churn: before the shift mostly dissatisfaction (visible as falling usage);
+        # after it playback errors dominate.
+        beta_satisfaction, beta_errors = (0.4, 0.55) if shifted else (1.7, 0.08)
+        logit = (
+            -6.2
+            - beta_satisfaction * (satisfaction[idx] + np.log(engagement[idx]))
+            + beta_errors * errors_recent[idx]
+            + 1.5 * failed_recent[idx]
+        )
+        churns = rng.random(idx.size) < 1.0 / (1.0 + np.exp(-logit))
+        churn_day[idx[churns]] = day
+
+    progress("assembling tables")
+    frames: dict[str, pd.DataFrame] = {}
+    frames["customers"] = _customers_frame(spec, signup_day, plan, region, device, age)
+    frames["usage_events"] = _events_frame(spec, usage_parts, rng, "usage")
+    frames["billing_events"] = _billing_frame(spec, billing_parts, rng)
+    frames["support_tickets"] = _events_frame(spec, ticket_parts, rng, "ticket")
+    frames["churn_labels"] = _labels_frame(spec, signup_day, churn_day, minutes)
+    return frames
+
+
+def _customers_frame(spec, signup_day, plan, region, device, age) -> pd.DataFrame:
+    signup = _timestamps(spec, signup_day, np.zeros_like(signup_day))
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1, signup_day.size + 1),
+            "signup_date": pd.to_datetime(signup).date,
+            "plan": PLANS[plan],
+            "region": REGIONS[region],
+            "primary_device": DEVICES[device],
+            "age": age,
+        }
+    )
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _events_frame(spec, parts, rng, kind: str) -> pd.DataFrame:
+    data = _concat(parts)
+    ts = _timestamps(spec, data.pop("day"), data.pop("seconds"))
+    lag = rng.integers(30, 3_600, ts.size).astype("timedelta64[s]")
+    frame = pd.DataFrame({"customer_id": data.pop("customer_id")})
+    frame["event_timestamp"] = pd.to_datetime(ts).tz_localize("UTC")
+    frame["created_timestamp"] = pd.to_datetime(ts + lag).tz_localize("UTC")
+    if kind == "usage":
+        frame["device"] = DEVICES[data.pop("device")]
+    for key, values in data.items():
+        frame[key] = values
+    if kind == "ticket":
+        frame.insert(0, "ticket_id", [f"T-{i:07d}" for i in range(1, len(frame) + 1)])
+    return frame.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def _billing_frame(spec: WorldSpec, parts, rng) -> pd.DataFrame:
+    frame = _events_frame(spec, parts, rng, "billing")
+    frame.insert(0, "event_id", [f"B-{i:08d}" for i in range(1, len(frame) + 1)])
+    # Late corrections: the same event (same timestamp) restated days later with another outcome.
+    end = pd.Timestamp(spec.end_date + dt.timedelta(days=1), tz="UTC")
+    pick = np.flatnonzero((rng.random(len(frame)) < 0.02) & frame["event_type"].str.startswith("payment").to_numpy())
+    corrections = frame.iloc[pick].copy()
+    corrections["created_timestamp"] = corrections["created_timestamp"] + pd.to_timedelta(
+        rng.integers(1, 4, len(corrections)), unit="D"
+    )
+    corrections = corrections[corrections["created_timestamp"] < end]
+    corrections["event_type"] = np.where(
+        corrections["event_type"] == "payment", "payment_failed", "payment"
+    )
+    frame = pd.concat([frame, corrections], ignore_index=True)
+    return frame.sort_values(
+        ["event_timestamp", "event_id", "created_timestamp"], kind="stable"
+    ).reset_index(drop=True)
+
+
+def _labels_frame(spec: WorldSpec, signup_day, churn_day, minutes) -> pd.DataFrame:
+    horizon = spec.label_horizon_days
+    last_known = spec.days - 1 - horizon
+    cumulative = np.concatenate([np.zeros((minutes.shape[0], 1)), np.cumsum(minutes, axis=1)], axis=1)
+    parts = []
+    for day in range(0, last_known + 1):
+        idx = np.flatnonzero((signup_day < day) & (churn_day >= day))
+        churned = churn_day[idx] < day + horizon
+        future_minutes = cumulative[idx, day + horizon] - cumulative[idx, day]
+        parts.append(
+            {
+                "customer_id": idx + 1,
+                "day": np.full(idx.size, day),
+                "churned_14d": churned.astype(np.int8),
+                "minutes_next_14d": np.round(future_minutes, 1),
+            }
+        )
+    data = _concat(parts)
+    day = data.pop("day")
+    frame = pd.DataFrame({"customer_id": data["customer_id"]})
+    frame["label_timestamp"] = pd.to_datetime(_timestamps(spec, day, np.zeros_like(day))).tz_localize("UTC")
+    frame["known_at"] = frame["label_timestamp"] + pd.Timedelta(days=horizon)
+    frame["churned_14d"] = data["churned_14d"]
+    frame["minutes_next_14d"] = data["minutes_next_14d"]
+    return frame
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
+    """Production assistant traces; from `trace_regression_day` a prompt that ignores context."""
+    from mallard.traces.schema import trace_schema
+
+    rng = np.random.default_rng(spec.seed + 1)
+    articles = {a["article_id"]: a for a in _read_jsonl(HELPCENTRE_DIR / "articles.jsonl")}
+    questions = {q["question_id"]: q for q in _read_jsonl(HELPCENTRE_DIR / "questions.jsonl")}
+    seeds = _read_jsonl(HELPCENTRE_DIR / "trace_seeds.jsonl")
+    article_ids = sorted(articles)
+    first_day = spec.days - spec.trace_days
+    rows = []
+    for trace_day in range(spec.trace_days):
+        regressed = trace_day >= spec.trace_regression_day
+        count = rng.poisson(spec.traces_per_day)
+        for _ in range(count):
+            seed = seeds[rng.integers(len(seeds))]
+            question = questions[seed["question_id"]]
+            asked = seed["paraphrases"][rng.integers(len(seed["paraphrases"]))]
+            others = [a for a in rng.choice(article_ids, 3, replace=False) if a != question["article_id"]]
+            retrieved = [question["article_id"], *others[:2]]
+            if rng.random() < 0.15:
+                retrieved = [*others[:2], question["article_id"]]
+            context = "\n\n".join(f"[{a}] {articles[a]['title']}\n{articles[a]['body']}" for a in retrieved)
+            fallback = rng.random() < 0.12
+            model = "qwen2.5-coder-1.5b-instruct" if fallback else "gpt-4o-mini"
+            failed = rng.random() < 0.015
+            output = "" if failed else seed["ungrounded_answer" if regressed else "grounded_answer"]
+            prompt_tokens = int(1.3 * (len(context.split()) + len(asked.split())) + 180)
+            completion_tokens = int(1.3 * len(output.split()))
+            cost = 0.0 if fallback else (prompt_tokens * 0.15 + completion_tokens * 0.60) / 1e6
+            when = spec.day_start(first_day + trace_day) + pd.Timedelta(seconds=int(rng.integers(0, 86_400)))
+            rows.append(
+                {
+                    "trace_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+                    "timestamp": when,
+                    "endpoint": "local-qwen-1.5b" if fallback else "openai-gpt-4o-mini",
+                    "model": model,
+                    "prompt_name": "support_assistant",
+                    "prompt_version": 2 if regressed else 1,
+                    "user_id": f"cust-{int(rng.integers(1, spec.customers + 1))}",
+                    "session_id": f"s-{int(rng.integers(1, 10**9)):09d}",
+                    "run_id": "",
+                    "input": asked,
+                    "output": output,
+                    "retrieved_ids": retrieved,
+                    "retrieved_text": context,
+                    "latency_ms": 0.0 if failed else float(np.round(rng.lognormal(7.0, 0.35), 1)),
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "cost_usd": cost,
+                    "status": "error" if failed else "ok",
+                    "error": "APITimeoutError: request timed out after 30 s" if failed else "",
+                    "cache": "miss",
+                    "attributes": json.dumps({"question_id": question["question_id"], "category": question["category"]}),
+                }
+            )
+    frame = pd.DataFrame(rows).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    return pa.Table.from_pandas(frame, schema=trace_schema(), preserve_index=False).to_pandas()
+
+
+def shift_statistics(spec: WorldSpec, frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Before/after statistics that make the day-`shift_day` shift visible in the data."""
+    shift_at = spec.day_start(spec.shift_day)
+    usage = frames["usage_events"]
+    before = usage[usage["event_timestamp"] < shift_at]
+    after = usage[usage["event_timestamp"] >= shift_at]
+    labels = frames["churn_labels"]
+    lb = labels[labels["label_timestamp"] < shift_at]
+    la = labels[labels["label_timestamp"] >= shift_at]
+
+    def side(u: pd.DataFrame, lab: pd.DataFrame) -> dict[str, float]:
+        return {
+            "minutes_per_session": float(u["minutes_watched"].sum() / max(u["sessions"].sum(), 1)),
+            "errors_per_session": float(u["errors"].sum() / max(u["sessions"].sum(), 1)),
+            "mean_minutes_watched": float(u["minutes_watched"].mean()) if len(u) else 0.0,
+            "churn_rate_14d": float(lab["churned_14d"].mean()) if len(lab) else 0.0,
+        }
+
+    return {"before_shift": side(before, lb), "after_shift": side(after, la)}
+
+
+def _write(frames: dict[str, pd.DataFrame], traces: pd.DataFrame, target: Path) -> dict[str, str]:
+    from deltalake import write_deltalake
+
+    target.mkdir(parents=True)
+    files = {
+        "customers": "customers.csv",
+        "usage_events": "usage_events.parquet",
+        "billing_events": "billing_events",
+        "support_tickets": "support_tickets.parquet",
+        "churn_labels": "churn_labels.parquet",
+        "traces": "traces.parquet",
+    }
+    frames["customers"].to_csv(target / files["customers"], index=False)
+    for name in ("usage_events", "support_tickets", "churn_labels"):
+        pq.write_table(pa.Table.from_pandas(frames[name], preserve_index=False), target / files[name])
+    pq.write_table(pa.Table.from_pandas(traces, preserve_index=False), target / files["traces"])
+    write_deltalake(
+        target / files["billing_events"],
+        pa.Table.from_pandas(frames["billing_events"], preserve_index=False),
+        mode="overwrite",
+    )
+    helpcentre = target / "helpcentre"
+    helpcentre.mkdir()
+    for name, source in (
+        ("articles.jsonl", "articles.jsonl"),
+        ("eval_questions.jsonl", "questions.jsonl"),
+        ("calibration.jsonl", "calibration.jsonl"),
+    ):
+        shutil.copyfile(HELPCENTRE_DIR / source, helpcentre / name)
+        files[name.removesuffix(".jsonl")] = f"helpcentre/{name}"
+    return files
+
+
+def generate_world(
+    spec: WorldSpec, target: Path, progress: Callable[[str], None] = lambda _msg: None
+) -> WorldSummary:
+    """Generate the world into `target`, replacing an earlier one only once the new one is whole."""
+    target = Path(target)
+    frames = _simulate(spec, progress)
+    progress("writing production traces")
+    traces = _traces_frame(spec)
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+    try:
+        files = _write(frames, traces, staging)
+        summary = WorldSummary(
+            spec={k: str(v) if isinstance(v, dt.date) else v for k, v in asdict(spec).items()},
+            files=files,
+            rows={**{k: len(v) for k, v in frames.items()}, "traces": len(traces)},
+            shift=shift_statistics(spec, frames),
+        )
+        (staging / "world.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        if target.exists():
+            retired = target.with_name(f".{target.name}.retired-{uuid.uuid4().hex[:8]}")
+            target.rename(retired)
+            staging.rename(target)
+            shutil.rmtree(retired)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return summary

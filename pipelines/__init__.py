@@ -1,0 +1,1 @@
+"""Definitions, jobs, schedules and automation of the Mallard code location."""

@@ -1,0 +1,1 @@
+"""Sensors that close Mallard's loops (drift → retrain, new traces → online eval, …)."""
