@@ -8,7 +8,6 @@ concatenation (in part order) of the data files of several installed packages, j
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -41,6 +40,8 @@ def _package_dir(import_name: str) -> Path | None:
 
 def _distribution_data_files(distribution: str) -> list[Path]:
     """Non-code files an installed distribution put on disk, in natural name order."""
+    import importlib.metadata
+
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:

@@ -45,7 +45,11 @@ def schema_instruction(schema: dict[str, Any]) -> str:
 def with_schema_instruction(messages: list[dict[str, Any]], schema: dict[str, Any] | None) -> list[dict[str, Any]]:
     if schema is None:
         return messages
-    return [*messages, {"role": "system", "content": schema_instruction(schema)}]
+    leading = 0
+    while leading < len(messages) and messages[leading].get("role") == "system":
+        leading += 1
+    instruction = {"role": "system", "content": schema_instruction(schema)}
+    return [*messages[:leading], instruction, *messages[leading:]]
 
 
 class OpenAICompatibleProvider:
@@ -54,6 +58,9 @@ class OpenAICompatibleProvider:
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int | None:
+        return None  # no tokenizer for a remote model: the caller over-estimates instead
 
     def _kwargs(self) -> dict[str, Any]:
         return {"base_url": self.endpoint.base_url, "api_key": self.endpoint.api_key(), "max_retries": 0,

@@ -12,6 +12,7 @@ a time:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -192,10 +193,8 @@ class FakeOpenAIServer:
         with self._lock:
             connections, self._connections = list(self._connections), set()
         for conn in connections:  # keep-alive connections would otherwise go on answering
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
