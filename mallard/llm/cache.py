@@ -99,7 +99,10 @@ class SemanticCache:
 
         if scope not in self._index:
             rows = self._db.execute("SELECT id, vector FROM semantic_cache WHERE scope = ? ORDER BY id", (scope,)).fetchall()
-            matrix = np.array([np.frombuffer(v, dtype=np.float32) for _, v in rows], dtype=np.float32).reshape(len(rows), -1)
+            if rows:
+                matrix = np.vstack([np.frombuffer(v, dtype=np.float32) for _, v in rows])
+            else:
+                matrix = np.zeros((0, 0), dtype=np.float32)
             self._index[scope] = (matrix, [i for i, _ in rows])
         return self._index[scope]
 
@@ -139,7 +142,8 @@ class SemanticCache:
                 (scope, text, vector.tobytes(), json.dumps(response, default=str), time.time()),
             )
             matrix, ids = self._scope_index(scope)
-            self._index[scope] = (np.vstack([matrix.reshape(-1, vector.shape[0]), vector[None, :]]), [*ids, cursor.lastrowid])
+            stacked = vector[None, :] if not len(ids) else np.vstack([matrix, vector[None, :]])
+            self._index[scope] = (stacked, [*ids, cursor.lastrowid])
 
     def clear(self) -> None:
         with self._lock:
