@@ -116,7 +116,9 @@ def _to_reader(data: Any) -> pa.RecordBatchReader:
         return pa.Table.from_pandas(data, preserve_index=False).to_reader()
     if hasattr(data, "__arrow_c_stream__"):
         return pa.RecordBatchReader.from_stream(data)
-    raise TypeError(f"cannot write {type(data).__name__}: pass a pyarrow Table/RecordBatchReader or a pandas DataFrame")
+    raise TypeError(
+        f"cannot write {type(data).__name__}: pass a pyarrow Table/RecordBatchReader or a pandas DataFrame"
+    )
 
 
 def utc_timestamp_array(array: pa.Array | pa.ChunkedArray, name: str) -> pa.Array:
@@ -147,9 +149,7 @@ def utc_timestamp_array(array: pa.Array | pa.ChunkedArray, name: str) -> pa.Arra
     raise TypeError(name)  # pragma: no cover
 
 
-def table_schema(
-    data_schema: pa.Schema, join_keys: Sequence[str]
-) -> tuple[pa.Schema, list[str]]:
+def table_schema(data_schema: pa.Schema, join_keys: Sequence[str]) -> tuple[pa.Schema, list[str]]:
     """The offline table schema for incoming data, and the feature column names."""
     import pyarrow as pa
 
@@ -229,9 +229,7 @@ def _last_write_no(table: Any, table_path: str) -> int:
     # Someone else wrote lately (OPTIMIZE, another tool): derive it from the data.
     con = _duck()
     try:
-        row = con.execute(
-            f"SELECT max({SEQ}) FROM delta_scan({_sql_str(table_path)})"
-        ).fetchone()
+        row = con.execute(f"SELECT max({SEQ}) FROM delta_scan({_sql_str(table_path)})").fetchone()
     finally:
         con.close()
     return 0 if row is None or row[0] is None else int(row[0]) >> SEQ_SHIFT
@@ -245,12 +243,10 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _duck(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    from mallard.lake.duck import connect
+def _duck() -> duckdb.DuckDBPyConnection:
+    from mallard.features.offline.duck import cursor
 
-    con = connect(extensions=("delta",), threads=threads)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return cursor()
 
 
 def write_view_partition(
@@ -292,7 +288,7 @@ def write_view_partition(
         table = DeltaTable(path, storage_options=storage_options) if exists else None
         if table is not None:
             existing = pa.schema(table.schema().to_arrow())
-            if existing.names != schema.names:
+            if sorted(existing.names) != sorted(schema.names):
                 raise OfflineStoreError(
                     f"{path}: columns {schema.names} differ from the table's {existing.names}; "
                     "a changed view definition is a new view version (a new table)"
@@ -379,8 +375,12 @@ def _partition_event_days(table: Any, partition_date: dt.date) -> set[dt.date]:
         return days
     for part, lo, hi in zip(
         actions.column(part_col).to_pylist(),
-        actions.column(lo_col).to_pylist() if lo_col in actions.column_names else [None] * actions.num_rows,
-        actions.column(hi_col).to_pylist() if hi_col in actions.column_names else [None] * actions.num_rows,
+        actions.column(lo_col).to_pylist()
+        if lo_col in actions.column_names
+        else [None] * actions.num_rows,
+        actions.column(hi_col).to_pylist()
+        if hi_col in actions.column_names
+        else [None] * actions.num_rows,
         strict=True,
     ):
         if isinstance(part, str):
@@ -403,11 +403,11 @@ class _UnknownDays(Exception):
 def _as_day(value: Any) -> dt.date:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc)
+            value = value.astimezone(dt.UTC)
         return value.date()
     if isinstance(value, dt.date):
         return value
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.timezone.utc).date()
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC).date()
 
 
 def _projection_source_version(proj: str, storage_options: dict | None) -> int | None:
@@ -438,7 +438,9 @@ def valid_projection(
     return proj if source == current else None
 
 
-def _projection_select(path: str, join_keys: Sequence[str], features: Sequence[str], where: str) -> str:
+def _projection_select(
+    path: str, join_keys: Sequence[str], features: Sequence[str], where: str
+) -> str:
     keys = ", ".join(_ident(k) for k in join_keys)
     feats = ", ".join(_ident(f) for f in features)
     sep = ", " if features else ""
@@ -487,16 +489,22 @@ def _update_projection(
         )
         if incremental:
             ranges = _day_ranges(days)
-            where = " OR ".join(
-                f"({EVENT_TS} >= TIMESTAMPTZ '{a.isoformat()} 00:00:00+00' AND "
-                f"{EVENT_TS} < TIMESTAMPTZ '{b.isoformat()} 00:00:00+00')"
-                for a, b in ranges
-            ) or "FALSE"
+            where = (
+                " OR ".join(
+                    f"({EVENT_TS} >= TIMESTAMPTZ '{a.isoformat()} 00:00:00+00' AND "
+                    f"{EVENT_TS} < TIMESTAMPTZ '{b.isoformat()} 00:00:00+00')"
+                    for a, b in ranges
+                )
+                or "FALSE"
+            )
             rows = con.execute(_projection_select(path, join_keys, features, where)).arrow()
-            predicate = " OR ".join(
-                f"({EVENT_DATE} >= '{a.isoformat()}' AND {EVENT_DATE} < '{b.isoformat()}')"
-                for a, b in ranges
-            ) or f"{EVENT_DATE} IS NULL"
+            predicate = (
+                " OR ".join(
+                    f"({EVENT_DATE} >= '{a.isoformat()}' AND {EVENT_DATE} < '{b.isoformat()}')"
+                    for a, b in ranges
+                )
+                or f"{EVENT_DATE} IS NULL"
+            )
             write_deltalake(
                 proj,
                 _as_reader(rows),
@@ -559,8 +567,7 @@ def read_view_table(
     table_path: str | os.PathLike[str], storage_options: dict | None = None
 ) -> pa.Table:
     """Every stored row version of a view (for inspection and tests)."""
-    from deltalake import DeltaTable
-
     import pyarrow as pa
+    from deltalake import DeltaTable
 
     return pa.table(DeltaTable(str(table_path), storage_options=storage_options).to_pyarrow_table())

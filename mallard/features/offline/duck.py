@@ -1,0 +1,63 @@
+"""The offline store's DuckDB database: opened once per process, delta loaded, memory bounded.
+
+Loading the delta extension costs a few hundred milliseconds, so every reader and writer in the
+process shares one database and takes a cursor of it (a cursor is a connection of its own, safe
+to use in its thread).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+
+_lock = threading.Lock()
+_database: duckdb.DuckDBPyConnection | None = None
+
+
+def default_memory_limit() -> str:
+    """MALLARD_DUCKDB_MEMORY_LIMIT, else half the machine's memory, at most 12 GiB."""
+    configured = os.environ.get("MALLARD_DUCKDB_MEMORY_LIMIT")
+    if configured:
+        return configured
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover
+        return "4GB"
+    mib = min(total // 2, 12 * 1024**3) // 1024**2
+    return f"{max(mib, 512)}MB"
+
+
+def open_database(
+    memory_limit: str | None = None, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB database for the engine: delta, UTC, bounded memory, spill dir."""
+    from mallard.config import get_settings
+    from mallard.lake.duck import connect
+
+    con = connect(
+        extensions=("delta",), threads=threads, memory_limit=memory_limit or default_memory_limit()
+    )
+    spill = get_settings().home / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    con.execute("SET temp_directory = ?", [str(spill)])
+    prepare(con)
+    return con
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def cursor() -> duckdb.DuckDBPyConnection:
+    """A fresh cursor of the process-wide database (close it when done)."""
+    global _database
+    with _lock:
+        if _database is None:
+            _database = open_database()
+        return prepare(_database.cursor())
