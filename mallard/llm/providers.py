@@ -157,19 +157,38 @@ class OpenAICompatibleProvider:
 
 
 class _Deadline:
-    """llama.cpp logits processor that aborts generation once the timeout has passed."""
+    """llama.cpp stopping criterion that ends generation once the timeout has passed."""
 
     def __init__(self, deadline: float):
         self.deadline = deadline
+        self.fired = False
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
         if time.monotonic() > self.deadline:
-            raise _DeadlineReached
-        return scores
+            self.fired = True
+        return self.fired
 
 
-class _DeadlineReached(Exception):
-    pass
+def _create_chat_completion_until(model: Any, deadline: _Deadline, **kwargs: Any) -> Any:
+    """`create_chat_completion` with a stopping criterion, which the chat API does not accept.
+
+    The chat handler calls `model.create_completion`, which does: shadow it on the instance for
+    the duration of this call (the caller holds the model's lock). A logits processor cannot stop
+    generation (it runs in a ctypes callback that swallows exceptions, and forcing end-of-sequence
+    under a JSON grammar aborts llama.cpp)."""
+    from llama_cpp import StoppingCriteriaList
+
+    original = model.create_completion
+
+    def create_completion(*args: Any, **options: Any) -> Any:
+        options["stopping_criteria"] = StoppingCriteriaList([*(options.get("stopping_criteria") or []), deadline])
+        return original(*args, **options)
+
+    model.create_completion = create_completion
+    try:
+        return model.create_chat_completion(**kwargs)
+    finally:
+        del model.create_completion
 
 
 _LLAMAS: dict[tuple[str, int, int], Any] = {}
@@ -224,8 +243,8 @@ class LocalProvider:
             model = self.load()
         except Exception as exc:  # noqa: BLE001 - a missing model file is not worth retrying
             raise RequestRejectedError(name, f"cannot load the local model: {exc}") from exc
-        kwargs: dict[str, Any] = {"messages": with_schema_instruction(messages, schema),
-                                  "logits_processor": [_Deadline(started + timeout)]}
+        deadline = _Deadline(started + timeout)
+        kwargs: dict[str, Any] = {"messages": with_schema_instruction(messages, schema)}
         kwargs.update({k: v for k, v in params.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop",
                                                                 "presence_penalty", "frequency_penalty")})
         kwargs.setdefault("temperature", 0.0)
@@ -235,16 +254,13 @@ class LocalProvider:
         if not self._lock.acquire(timeout=max(0.0, started + timeout - time.monotonic())):
             raise CallTimeoutError(name, f"local model busy for more than {timeout:g} s")
         try:
-            from llama_cpp import LogitsProcessorList
-
-            kwargs["logits_processor"] = LogitsProcessorList(kwargs["logits_processor"])
-            response = model.create_chat_completion(**kwargs)
-        except _DeadlineReached:
-            raise CallTimeoutError(name, f"local generation exceeded {timeout:g} s") from None
+            response = _create_chat_completion_until(model, deadline, **kwargs)
         except Exception as exc:  # noqa: BLE001
             raise RequestRejectedError(name, f"llama.cpp failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._lock.release()
+        if deadline.fired:
+            raise CallTimeoutError(name, f"local generation exceeded {timeout:g} s and was stopped")
         try:
             choice = response["choices"][0]
             usage = response.get("usage") or {}
