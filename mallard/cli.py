@@ -59,7 +59,7 @@ def demo_data(end_date: dt.date | None, seed: int | None, scale: float | None) -
     overrides = {k: v for k, v in {"seed": seed, "sample_scale": scale, "end_date": end_date}.items() if v is not None}
     settings = load_settings(**overrides).ensure_home()
     spec = WorldSpec(
-        end_date=settings.end_date or dt.date.today(),
+        end_date=settings.sample_end_date,
         seed=settings.seed,
         customers=settings.sample_customers,
     )

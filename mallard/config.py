@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CUSTOMERS = 20_000
+SAMPLE_DAYS = 120
 
 
 class ConfigError(ValueError):
@@ -89,6 +90,16 @@ class Settings(BaseSettings):
     @property
     def online_store_path(self) -> Path:
         return self.home / "online" / "online_store.sqlite"
+
+    @property
+    def sample_end_date(self) -> dt.date:
+        """Last simulated day of the sample world (MALLARD_END_DATE, default today)."""
+        return self.end_date or dt.date.today()
+
+    @property
+    def sample_start_date(self) -> dt.date:
+        """First simulated day; the start of every daily partitioned asset of the demo."""
+        return self.sample_end_date - dt.timedelta(days=SAMPLE_DAYS - 1)
 
     @property
     def sample_customers(self) -> int:

@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mallard.config import SAMPLE_DAYS
+
 HELPCENTRE_DIR = Path(__file__).parent / "helpcentre"
 
 PLANS = np.array(["basic", "standard", "premium"])
@@ -41,7 +43,7 @@ class WorldSpec:
     end_date: dt.date
     seed: int = 7
     customers: int = 20_000
-    days: int = 120
+    days: int = SAMPLE_DAYS
     shift_day: int = 60
     label_horizon_days: int = 14
     trace_days: int = 14

@@ -1,0 +1,188 @@
+"""Feature views as daily partitioned assets, a training set, and the online store.
+
+One asset per `FeatureView` in catalog/features.py: adding a declaration grows the graph.
+"""
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+
+from catalog.features import FEATURE_VIEWS
+from mallard.config import get_settings
+from mallard.features.specs import FeatureView
+from resources.lake import LakeResource
+
+# Single-run backfills (a beta parameter) are what keep heavy imports to once per backfill.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=get_settings().sample_start_date.isoformat(), end_offset=1
+)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    window = context.partition_time_window
+    first = window.start.date()
+    return [first + dt.timedelta(days=i) for i in range((window.end.date() - first).days)]
+
+
+def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
+    """A daily partitioned asset that computes the view with DuckDB into its Delta table."""
+    expectations = dg.AssetCheckSpec("expectations", asset=view.name, blocking=True,
+                                     description="Declared not-null, range and allowed-value rules.")
+    keys_and_time = dg.AssetCheckSpec("keys_and_timestamps", asset=view.name, blocking=True,
+                                      description="Rows with a null key or event timestamp are rejected.")
+
+    @dg.asset(
+        name=view.name,
+        group_name="features",
+        description=view.description,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[source.name for source in view.sources],
+        check_specs=[expectations, keys_and_time],
+        kinds={"duckdb", "delta"},
+        owners=[view.owner] if "@" in view.owner else None,
+        tags={**view.tags},
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=view.freshness + dt.timedelta(hours=12),
+                                                         warn_window=view.freshness),
+        metadata={"ttl": str(view.ttl), "join_keys": ", ".join(view.join_keys),
+                  "features": ", ".join(view.feature_names)},
+    )
+    def _feature_view(context: dg.AssetExecutionContext, lake: LakeResource):
+        import pyarrow as pa
+
+        from mallard.features.compute import (
+            check_expectations,
+            column_profile,
+            compute_partition,
+            open_sources,
+            validate_view,
+        )
+        from mallard.features.offline.store import write_view_partition
+        from mallard.features.versions import register_version
+
+        settings = lake.settings()
+        con = open_sources(view, settings)
+        validate_view(view, settings, con)
+        version = register_version(settings, view)
+        days = _days(context)
+        context.log.info(f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}")
+        written = rejected = 0
+        failures: dict[tuple[str, str], int] = {}
+        last: pa.Table | None = None
+        for i, day in enumerate(days, 1):
+            table = compute_partition(view, settings, day, con)
+            for result in check_expectations(view, table):
+                failures[(result.feature, result.rule)] = failures.get((result.feature, result.rule), 0) + result.failing_rows
+            outcome = write_view_partition(version.table_path, table, day, join_keys=list(view.join_keys))
+            written += outcome.rows_written
+            rejected += outcome.rows_rejected
+            last = table
+            if i % 20 == 0 or i == len(days):
+                context.log.info(f"{view.name}: {i}/{len(days)} partitions written ({written:,} rows)")
+        con.close()
+        profile = column_profile(last, view.feature_names) if last is not None else []
+        failing = {f"{feature} {rule}": n for (feature, rule), n in failures.items() if n}
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": written,
+                "rows_rejected": rejected,
+                "version": version.label,
+                "content_hash": version.content_hash,
+                "table_path": dg.MetadataValue.path(str(version.table_path)),
+                "partitions": len(days),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(k, t) for k, t in view.join_keys.items()]
+                    + [dg.TableColumn(f.name, f.type, description=f.description) for f in view.features]
+                ),
+                "last_partition_profile": dg.MetadataValue.md(_markdown_table(profile)),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name="expectations",
+            passed=not failing,
+            metadata={"failing_rows": dg.MetadataValue.json(failing), "rules_checked": len(failures)},
+            description="; ".join(f"{k}: {v} rows" for k, v in failing.items()) or "all rows meet the expectations",
+        )
+        yield dg.AssetCheckResult(
+            check_name="keys_and_timestamps",
+            passed=rejected == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rows_rejected": rejected},
+        )
+
+    return _feature_view
+
+
+def _markdown_table(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "(no rows)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+FEATURE_VIEW_ASSETS = [build_feature_view_asset(view) for view in FEATURE_VIEWS]
+
+
+def _latest_materialized_day(instance: dg.DagsterInstance, view_names: list[str]) -> dt.date:
+    """The last day every one of the views has materialized: "today" for what reads them."""
+    days = []
+    for name in view_names:
+        partitions = instance.get_materialized_partitions(dg.AssetKey(name))
+        if not partitions:
+            raise dg.Failure(f"feature view {name!r} has no materialized partition yet; run build_features first")
+        days.append(max(dt.date.fromisoformat(p) for p in partitions))
+    return min(days)
+
+
+def build_training_set_asset(spec) -> dg.AssetsDefinition:
+    """An asset that joins a label source point-in-time with a feature service."""
+    from catalog.features import REGISTRY
+
+    views = sorted({ref.view.name for ref in REGISTRY.resolve([spec.service])})
+
+    @dg.asset(
+        name=spec.name,
+        group_name="training",
+        description=spec.description,
+        deps=[*views, spec.label_source.name],
+        kinds={"duckdb", "delta"},
+    )
+    def _training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.features.training import build_training_set, write_training_set
+
+        settings = lake.settings()
+        last_day = _latest_materialized_day(context.instance, views)
+        as_of = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        frame, versions = build_training_set(spec, REGISTRY, settings, as_of)
+        info = write_training_set(spec, frame, versions, settings, as_of)
+        context.log.info(f"{spec.name}: {info.rows:,} rows as of {as_of:%Y-%m-%d}, views {versions}")
+        label_stats = {label: round(float(frame[label].mean()), 4) for label in spec.labels}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": info.rows,
+                "as_of": info.as_of,
+                "delta_version": info.delta_version,
+                "feature_versions": dg.MetadataValue.json(versions),
+                "label_means": dg.MetadataValue.json(label_stats),
+                "feature_null_rates": dg.MetadataValue.json(
+                    {c: round(float(frame[c].isna().mean()), 4) for c in info.features}
+                ),
+                "table_path": dg.MetadataValue.path(info.path),
+            }
+        )
+
+    return _training_set
+
+
+def _training_set_assets() -> list[dg.AssetsDefinition]:
+    from catalog.features import TRAINING_SETS
+
+    return [build_training_set_asset(spec) for spec in TRAINING_SETS]
+
+
+TRAINING_SET_ASSETS = _training_set_assets()
