@@ -80,5 +80,14 @@ def show_settings() -> None:
     click.echo(get_settings().model_dump_json(indent=2))
 
 
+def _register_subcommands() -> None:
+    from mallard.features.cli import features
+
+    main.add_command(features)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     main()

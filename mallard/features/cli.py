@@ -1,0 +1,111 @@
+"""`mallard features …`: inspect, validate and read the feature store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+
+from mallard.config import get_settings
+from mallard.specs import DeclarationError
+
+
+def _registry():
+    from catalog.features import REGISTRY
+
+    return REGISTRY
+
+
+@click.group("features")
+def features() -> None:
+    """Feature views, services, training data and online reads."""
+
+
+@features.command("list")
+def list_views() -> None:
+    """Every feature view (with its current version) and feature service."""
+    from mallard.features.versions import list_versions
+
+    registry, settings = _registry(), get_settings()
+    click.echo(f"{'view':16} {'version':10} {'entity keys':14} {'ttl':10} {'features':>8}  owner")
+    for view in registry.views.values():
+        known = {v.content_hash: v.label for v in list_versions(settings, view.name)}
+        version = known.get(view.version_hash, "(new)").partition("@")[2] or "(new)"
+        ttl = str(view.ttl) if view.ttl is not None else "none"
+        click.echo(f"{view.name:16} {version:10} {','.join(view.join_keys):14} {ttl:10} {len(view.features):>8}  {view.owner}")
+    click.echo("")
+    for service in registry.services.values():
+        click.echo(f"service {service.name}: {', '.join(service.features)}")
+
+
+@features.command("show")
+@click.argument("view_name")
+def show(view_name: str) -> None:
+    """One view: its declaration, versions and stored rows."""
+    from mallard.features.versions import list_versions
+
+    registry, settings = _registry(), get_settings()
+    view = registry.views.get(view_name)
+    if view is None:
+        raise click.ClickException(f"unknown view {view_name!r}; choose one of {', '.join(registry.views)}")
+    click.echo(f"{view.name}: {view.description}")
+    click.echo(f"  entities   {', '.join(e.name for e in view.entities)} (keys {', '.join(view.join_keys)})")
+    click.echo(f"  sources    {', '.join(s.name for s in view.sources)}")
+    click.echo(f"  ttl        {view.ttl}")
+    click.echo(f"  hash       {view.version_hash}")
+    for feature in view.features:
+        click.echo(f"  feature    {feature.name:28} {feature.type:9} {feature.description}")
+    for version in list_versions(settings, view.name):
+        current = " (current)" if version.content_hash == view.version_hash else ""
+        stored = "stored" if version.table_path.exists() else "not materialized"
+        click.echo(f"  version    {version.label} {version.content_hash} {stored}{current}")
+
+
+@features.command("validate")
+def validate() -> None:
+    """Run every view's SQL against its sources and check the declared columns and types."""
+    from mallard.features.compute import validate_view
+
+    registry, settings = _registry(), get_settings()
+    failed = 0
+    for view in registry.views.values():
+        try:
+            validate_view(view, settings)
+            click.echo(f"ok      {view.name}")
+        except DeclarationError as exc:
+            failed += 1
+            click.echo(f"FAILED  {exc}")
+    if failed:
+        sys.exit(1)
+
+
+@features.command("historical")
+@click.option("--entities", "entities_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Parquet or CSV with the join keys and an event_timestamp column.")
+@click.option("--features", "references", required=True, multiple=True,
+              help="A service name, or view:feature / view:* (repeatable).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("--exclude-created-after", is_flag=True, help="Ignore feature rows created after each entity timestamp.")
+def historical(entities_path: str, references: tuple[str, ...], out_path: str, exclude_created_after: bool) -> None:
+    """Point-in-time correct features for a table of entity rows."""
+    import pandas as pd
+
+    from mallard.features.offline.engine import get_historical_features
+    from mallard.features.training import view_reads
+
+    settings = get_settings()
+    path = Path(entities_path)
+    entity = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, parse_dates=["event_timestamp"])
+    if "event_timestamp" not in entity.columns:
+        raise click.ClickException(f"{entities_path}: needs an event_timestamp column (has {', '.join(entity.columns)})")
+    try:
+        reads, versions = view_reads(_registry(), settings, list(references))
+    except DeclarationError as exc:
+        raise click.ClickException(str(exc)) from None
+    started = dt.datetime.now()
+    frame = get_historical_features(entity, reads, exclude_created_after=exclude_created_after)
+    frame.to_parquet(out_path, index=False)
+    seconds = (dt.datetime.now() - started).total_seconds()
+    click.echo(f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s ({', '.join(versions.values())})")
