@@ -29,10 +29,18 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
     """A daily partitioned asset that computes the view with DuckDB into its Delta table."""
-    expectations = dg.AssetCheckSpec("expectations", asset=view.name, blocking=True,
-                                     description="Declared not-null, range and allowed-value rules.")
-    keys_and_time = dg.AssetCheckSpec("keys_and_timestamps", asset=view.name, blocking=True,
-                                      description="Rows with a null key or event timestamp are rejected.")
+    expectations = dg.AssetCheckSpec(
+        "expectations",
+        asset=view.name,
+        blocking=True,
+        description="Declared not-null, range and allowed-value rules.",
+    )
+    keys_and_time = dg.AssetCheckSpec(
+        "keys_and_timestamps",
+        asset=view.name,
+        blocking=True,
+        description="Rows with a null key or event timestamp are rejected.",
+    )
 
     @dg.asset(
         name=view.name,
@@ -45,10 +53,14 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         kinds={"duckdb", "delta"},
         owners=[view.owner] if "@" in view.owner else None,
         tags={**view.tags},
-        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=view.freshness + dt.timedelta(hours=12),
-                                                         warn_window=view.freshness),
-        metadata={"ttl": str(view.ttl), "join_keys": ", ".join(view.join_keys),
-                  "features": ", ".join(view.feature_names)},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=view.freshness + dt.timedelta(hours=12), warn_window=view.freshness
+        ),
+        metadata={
+            "ttl": str(view.ttl),
+            "join_keys": ", ".join(view.join_keys),
+            "features": ", ".join(view.feature_names),
+        },
     )
     def _feature_view(context: dg.AssetExecutionContext, lake: LakeResource):
         import pyarrow as pa
@@ -68,20 +80,28 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         validate_view(view, settings, con)
         version = register_version(settings, view)
         days = _days(context)
-        context.log.info(f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}")
+        context.log.info(
+            f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}"
+        )
         written = rejected = 0
         failures: dict[tuple[str, str], int] = {}
         last: pa.Table | None = None
         for i, day in enumerate(days, 1):
             table = compute_partition(view, settings, day, con)
             for result in check_expectations(view, table):
-                failures[(result.feature, result.rule)] = failures.get((result.feature, result.rule), 0) + result.failing_rows
-            outcome = write_view_partition(version.table_path, table, day, join_keys=list(view.join_keys))
+                failures[(result.feature, result.rule)] = (
+                    failures.get((result.feature, result.rule), 0) + result.failing_rows
+                )
+            outcome = write_view_partition(
+                version.table_path, table, day, join_keys=list(view.join_keys)
+            )
             written += outcome.rows_written
             rejected += outcome.rows_rejected
             last = table
             if i % 20 == 0 or i == len(days):
-                context.log.info(f"{view.name}: {i}/{len(days)} partitions written ({written:,} rows)")
+                context.log.info(
+                    f"{view.name}: {i}/{len(days)} partitions written ({written:,} rows)"
+                )
         con.close()
         profile = column_profile(last, view.feature_names) if last is not None else []
         failing = {f"{feature} {rule}": n for (feature, rule), n in failures.items() if n}
@@ -95,7 +115,10 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
                 "partitions": len(days),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(k, t) for k, t in view.join_keys.items()]
-                    + [dg.TableColumn(f.name, f.type, description=f.description) for f in view.features]
+                    + [
+                        dg.TableColumn(f.name, f.type, description=f.description)
+                        for f in view.features
+                    ]
                 ),
                 "last_partition_profile": dg.MetadataValue.md(_markdown_table(profile)),
             },
@@ -103,8 +126,12 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name="expectations",
             passed=not failing,
-            metadata={"failing_rows": dg.MetadataValue.json(failing), "rules_checked": len(failures)},
-            description="; ".join(f"{k}: {v} rows" for k, v in failing.items()) or "all rows meet the expectations",
+            metadata={
+                "failing_rows": dg.MetadataValue.json(failing),
+                "rules_checked": len(failures),
+            },
+            description="; ".join(f"{k}: {v} rows" for k, v in failing.items())
+            or "all rows meet the expectations",
         )
         yield dg.AssetCheckResult(
             check_name="keys_and_timestamps",
@@ -134,7 +161,9 @@ def _latest_materialized_day(instance: dg.DagsterInstance, view_names: list[str]
     for name in view_names:
         partitions = instance.get_materialized_partitions(dg.AssetKey(name))
         if not partitions:
-            raise dg.Failure(f"feature view {name!r} has no materialized partition yet; run build_features first")
+            raise dg.Failure(
+                f"feature view {name!r} has no materialized partition yet; run build_features first"
+            )
         days.append(max(dt.date.fromisoformat(p) for p in partitions))
     return min(days)
 
@@ -152,7 +181,9 @@ def build_training_set_asset(spec) -> dg.AssetsDefinition:
         deps=[*views, spec.label_source.name],
         kinds={"duckdb", "delta"},
     )
-    def _training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _training_set(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
         from mallard.features.training import build_training_set, write_training_set
 
         settings = lake.settings()
@@ -160,7 +191,9 @@ def build_training_set_asset(spec) -> dg.AssetsDefinition:
         as_of = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         frame, versions = build_training_set(spec, REGISTRY, settings, as_of)
         info = write_training_set(spec, frame, versions, settings, as_of)
-        context.log.info(f"{spec.name}: {info.rows:,} rows as of {as_of:%Y-%m-%d}, views {versions}")
+        context.log.info(
+            f"{spec.name}: {info.rows:,} rows as of {as_of:%Y-%m-%d}, views {versions}"
+        )
         label_stats = {label: round(float(frame[label].mean()), 4) for label in spec.labels}
         return dg.MaterializeResult(
             metadata={

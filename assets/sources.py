@@ -18,12 +18,16 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         owners=[source.owner] if source.owner and "@" in source.owner else None,
         tags={"source_kind": source.kind, **source.tags},
     )
-    def _source_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _source_asset(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
         from mallard.features.sources import profile_source
 
         settings = lake.settings()
         profile = profile_source(source, settings)
-        context.log.info(f"{source.name}: {profile.row_count:,} rows, {len(profile.columns)} columns")
+        context.log.info(
+            f"{source.name}: {profile.row_count:,} rows, {len(profile.columns)} columns"
+        )
         metadata: dict[str, dg.RawMetadataValue] = {
             "dagster/row_count": profile.row_count,
             "dagster/column_schema": dg.TableSchema(
@@ -36,7 +40,9 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         if profile.min_timestamp:
             metadata["min_timestamp"] = profile.min_timestamp
             metadata["max_timestamp"] = profile.max_timestamp
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(profile.fingerprint))
+        return dg.MaterializeResult(
+            metadata=metadata, data_version=dg.DataVersion(profile.fingerprint)
+        )
 
     return _source_asset
 

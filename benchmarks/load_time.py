@@ -36,8 +36,12 @@ def main() -> None:
     baseline = [_time(BASELINE) for _ in range(args.runs)]
     med_m, med_b = statistics.median(mallard), statistics.median(baseline)
     print(f"runs: {args.runs}")
-    print(f"mallard code location  median {med_m:.2f} s  (min {min(mallard):.2f}, max {max(mallard):.2f})")
-    print(f"import dagster alone   median {med_b:.2f} s  (min {min(baseline):.2f}, max {max(baseline):.2f})")
+    print(
+        f"mallard code location  median {med_m:.2f} s  (min {min(mallard):.2f}, max {max(mallard):.2f})"
+    )
+    print(
+        f"import dagster alone   median {med_b:.2f} s  (min {min(baseline):.2f}, max {max(baseline):.2f})"
+    )
     print(f"ratio mallard / bare dagster import: {med_m / med_b:.2f}x")
     print(f"goal ≤ 4.00 s: {'met' if med_m <= 4.0 else 'MISSED'}")
 

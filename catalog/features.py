@@ -111,7 +111,9 @@ support_30d = FeatureView(
         Feature("tickets_30d", "int64", "tickets opened", Expectation(min=0)),
         Feature("playback_tickets_30d", "int64", "playback tickets", Expectation(min=0)),
         Feature("high_priority_tickets_30d", "int64", "high-priority tickets", Expectation(min=0)),
-        Feature("mean_resolution_hours_30d", "float64", "mean hours to resolve", Expectation(min=0)),
+        Feature(
+            "mean_resolution_hours_30d", "float64", "mean hours to resolve", Expectation(min=0)
+        ),
     ],
 )
 

@@ -49,22 +49,39 @@ def info() -> None:
 
 
 @main.command("demo-data")
-@click.option("--end-date", callback=_parse_date, help="Last simulated day, YYYY-MM-DD (default: today, or MALLARD_END_DATE).")
+@click.option(
+    "--end-date",
+    callback=_parse_date,
+    help="Last simulated day, YYYY-MM-DD (default: today, or MALLARD_END_DATE).",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (default: MALLARD_SEED, 7).")
-@click.option("--scale", type=float, default=None, help="Size: 1.0 ≈ 20,000 customers (default: MALLARD_SAMPLE_SCALE).")
+@click.option(
+    "--scale",
+    type=float,
+    default=None,
+    help="Size: 1.0 ≈ 20,000 customers (default: MALLARD_SAMPLE_SCALE).",
+)
 def demo_data(end_date: dt.date | None, seed: int | None, scale: float | None) -> None:
     """Generate the Pondstream sample world under MALLARD_HOME/sample."""
     from mallard.sample_world.generate import WorldSpec, generate_world
 
-    overrides = {k: v for k, v in {"seed": seed, "sample_scale": scale, "end_date": end_date}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"seed": seed, "sample_scale": scale, "end_date": end_date}.items()
+        if v is not None
+    }
     settings = load_settings(**overrides).ensure_home()
     spec = WorldSpec(
         end_date=settings.sample_end_date,
         seed=settings.seed,
         customers=settings.sample_customers,
     )
-    click.echo(f"Generating {spec.customers:,} customers over {spec.days} days ending {spec.end_date} (seed {spec.seed})")
-    summary = generate_world(spec, settings.sample_dir, progress=lambda msg: click.echo(f"  … {msg}"))
+    click.echo(
+        f"Generating {spec.customers:,} customers over {spec.days} days ending {spec.end_date} (seed {spec.seed})"
+    )
+    summary = generate_world(
+        spec, settings.sample_dir, progress=lambda msg: click.echo(f"  … {msg}")
+    )
     click.echo(f"Wrote {settings.sample_dir}")
     for name, count in summary.rows.items():
         click.echo(f"  {name:16} {count:>12,} rows")

@@ -17,7 +17,9 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
-def run_demo(end_date: dt.date | None = None, scale: float | None = None, regenerate: bool = True) -> dict:
+def run_demo(
+    end_date: dt.date | None = None, scale: float | None = None, regenerate: bool = True
+) -> dict:
     """Generate the world (unless asked not to) and run the `demo` job; return a summary."""
     overrides: dict[str, object] = {}
     if end_date is not None:
@@ -41,8 +43,12 @@ def run_demo(end_date: dt.date | None = None, scale: float | None = None, regene
     )
     world = None
     if regenerate or not (settings.sample_dir / "world.json").exists():
-        print(f"[demo] generating the sample world: {spec.customers:,} customers, {spec.days} days ending {spec.end_date}")
-        world = generate_world(spec, settings.sample_dir, progress=lambda m: print(f"[demo]   … {m}"))
+        print(
+            f"[demo] generating the sample world: {spec.customers:,} customers, {spec.days} days ending {spec.end_date}"
+        )
+        world = generate_world(
+            spec, settings.sample_dir, progress=lambda m: print(f"[demo]   … {m}")
+        )
 
     import dagster as dg
 
@@ -60,13 +66,21 @@ def run_demo(end_date: dt.date | None = None, scale: float | None = None, regene
     with dg.DagsterInstance.get() as instance:
         for job_name, tags in steps:
             step_started = time.perf_counter()
-            print(f"[demo] job {job_name} {'(partitions ' + first + ' … ' + last + ', one run)' if tags else ''}")
-            result = defs.get_job_def(job_name).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+            print(
+                f"[demo] job {job_name} {'(partitions ' + first + ' … ' + last + ', one run)' if tags else ''}"
+            )
+            result = defs.get_job_def(job_name).execute_in_process(
+                instance=instance, tags=tags, raise_on_error=False
+            )
             runs.append((job_name, result.run_id, result.success))
             materialized.update(
-                e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key
+                e.asset_key.to_user_string()
+                for e in result.get_asset_materialization_events()
+                if e.asset_key
             )
-            print(f"[demo]   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - step_started:.1f} s")
+            print(
+                f"[demo]   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - step_started:.1f} s"
+            )
             if not result.success:
                 break
     elapsed = time.perf_counter() - started
@@ -89,8 +103,10 @@ def _print_summary(summary: dict) -> None:
     print(f"  assets built    {len(summary['materialized'])}: {', '.join(summary['materialized'])}")
     if summary["world"] is not None:
         rows = summary["world"].rows
-        print(f"  sample world    {settings.sample_dir} ({rows['customers']:,} customers, "
-              f"{rows['usage_events']:,} usage events, {rows['traces']:,} traces)")
+        print(
+            f"  sample world    {settings.sample_dir} ({rows['customers']:,} customers, "
+            f"{rows['usage_events']:,} usage events, {rows['traces']:,} traces)"
+        )
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
     print("  next            make dev   → open http://127.0.0.1:3000 (Assets → sources)")

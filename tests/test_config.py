@@ -19,21 +19,30 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_paths_live_under_home(mallard_home: Path) -> None:
     settings = load_settings()
     assert settings.home == mallard_home.resolve()
-    for path in (settings.dagster_home, settings.lake_dir, settings.sample_dir, settings.online_store_path):
+    for path in (
+        settings.dagster_home,
+        settings.lake_dir,
+        settings.sample_dir,
+        settings.online_store_path,
+    ):
         assert settings.home in path.parents
     assert settings.mlflow_tracking_uri.endswith(f"{settings.home}/mlflow/mlflow.db")
 
 
 def test_ensure_home_installs_the_instance_yaml(mallard_home: Path) -> None:
     load_settings().ensure_home()
-    assert (mallard_home / "dagster" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
+    assert (mallard_home / "dagster" / "dagster.yaml").read_text() == (
+        ROOT / "dagster.yaml"
+    ).read_text()
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("MALLARD_ENV", "staging"), ("MALLARD_SAMPLE_SCALE", "0"), ("MALLARD_END_DATE", "30/06/2026")],
 )
-def test_bad_setting_is_named(mallard_home: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+def test_bad_setting_is_named(
+    mallard_home: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_settings()
@@ -60,7 +69,11 @@ def test_code_location_refuses_unknown_env(mallard_home: Path) -> None:
     env = {**os.environ, "MALLARD_ENV": "qa"}
     proc = subprocess.run(
         [sys.executable, "-c", "import pipelines.definitions"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "MALLARD_ENV='qa'" in proc.stderr

@@ -10,7 +10,16 @@ from pathlib import Path
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("pycaret", "mlflow", "evidently", "shap", "torch", "llama_cpp", "onnxruntime", "dagster_mlflow")
+HEAVY = (
+    "pycaret",
+    "mlflow",
+    "evidently",
+    "shap",
+    "torch",
+    "llama_cpp",
+    "onnxruntime",
+    "dagster_mlflow",
+)
 
 
 def test_definitions_validate() -> None:
@@ -18,8 +27,18 @@ def test_definitions_validate() -> None:
 
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    sources = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).group_name == "sources"}
-    assert {"customers", "usage_events", "billing_events", "churn_labels", "production_traces"} <= sources
+    sources = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).group_name == "sources"
+    }
+    assert {
+        "customers",
+        "usage_events",
+        "billing_events",
+        "churn_labels",
+        "production_traces",
+    } <= sources
 
 
 def test_loading_imports_no_heavy_library(mallard_home: Path) -> None:
@@ -27,14 +46,25 @@ def test_loading_imports_no_heavy_library(mallard_home: Path) -> None:
         "import sys, pipelines.definitions\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert proc.stdout.strip() == ""
 
 
 def test_dg_check_defs(mallard_home: Path) -> None:
     dg_cli = Path(sys.executable).with_name("dg")
     proc = subprocess.run(
-        [str(dg_cli), "check", "defs"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [str(dg_cli), "check", "defs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

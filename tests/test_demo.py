@@ -27,7 +27,12 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "MALLARD_SAMPLE_SCALE": "0.05",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "pipelines.demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Mallard demo — done" in proc.stdout
@@ -49,7 +54,9 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
         usage = instance.get_latest_materialization_event(dg.AssetKey("usage_events"))
         metadata = usage.asset_materialization.metadata
         assert metadata["dagster/row_count"].value > 10_000
-        assert "minutes_watched" in {c.name for c in metadata["dagster/column_schema"].schema.columns}
+        assert "minutes_watched" in {
+            c.name for c in metadata["dagster/column_schema"].schema.columns
+        }
 
 
 def _free_port() -> int:
@@ -73,15 +80,28 @@ def test_webserver_shows_sources_with_metadata(demo_home: Path) -> None:
     port = _free_port()
     env = {**os.environ, "MALLARD_HOME": str(demo_home), "DAGSTER_HOME": str(demo_home / "dagster")}
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 180
         nodes = None
         while time.monotonic() < deadline:
             try:
-                reply = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": ASSETS_QUERY}, timeout=10)
+                reply = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": ASSETS_QUERY}, timeout=10
+                )
                 data = reply.json().get("data") or {}
                 nodes = data.get("assetNodes")
                 if nodes:

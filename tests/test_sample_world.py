@@ -44,7 +44,9 @@ def test_another_seed_gives_another_world(sample_world, tmp_path: Path) -> None:
     spec, first, _ = sample_world
     other = WorldSpec(end_date=spec.end_date, customers=spec.customers, seed=spec.seed + 1)
     generate_world(other, tmp_path / "other")
-    assert not filecmp.cmp(first / "usage_events.parquet", tmp_path / "other" / "usage_events.parquet", shallow=False)
+    assert not filecmp.cmp(
+        first / "usage_events.parquet", tmp_path / "other" / "usage_events.parquet", shallow=False
+    )
 
 
 def test_regenerating_replaces_the_world_whole(sample_world, tmp_path: Path) -> None:
@@ -109,7 +111,14 @@ def test_helpcentre_corpus(helpcentre) -> None:
     assert len({a["article_id"] for a in articles}) == len(articles) >= 30
     assert len({a["title"] for a in articles}) == len(articles)
     assert min(len(a["body"].split()) for a in articles) >= 120
-    assert {a["category"] for a in articles} == {"plans", "billing", "devices", "playback", "account", "privacy"}
+    assert {a["category"] for a in articles} == {
+        "plans",
+        "billing",
+        "devices",
+        "playback",
+        "account",
+        "privacy",
+    }
 
 
 def test_eval_questions_point_at_real_articles(helpcentre) -> None:
@@ -133,7 +142,9 @@ def test_traces_regress_from_day_ten(sample_world) -> None:
     spec, path, _ = sample_world
     traces = pd.read_parquet(path / "traces.parquet")
     assert len(traces) >= 2000
-    day = (traces["timestamp"] - pd.Timestamp(spec.day_start(spec.days - spec.trace_days))) // pd.Timedelta(days=1)
+    day = (
+        traces["timestamp"] - pd.Timestamp(spec.day_start(spec.days - spec.trace_days))
+    ) // pd.Timedelta(days=1)
     assert day.min() == 0 and day.max() == spec.trace_days - 1
     versions = traces.groupby(day >= spec.trace_regression_day)["prompt_version"].unique()
     assert list(versions[False]) == [1] and list(versions[True]) == [2]

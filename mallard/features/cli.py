@@ -34,7 +34,9 @@ def list_views() -> None:
         known = {v.content_hash: v.label for v in list_versions(settings, view.name)}
         version = known.get(view.version_hash, "(new)").partition("@")[2] or "(new)"
         ttl = str(view.ttl) if view.ttl is not None else "none"
-        click.echo(f"{view.name:16} {version:10} {','.join(view.join_keys):14} {ttl:10} {len(view.features):>8}  {view.owner}")
+        click.echo(
+            f"{view.name:16} {version:10} {','.join(view.join_keys):14} {ttl:10} {len(view.features):>8}  {view.owner}"
+        )
     click.echo("")
     for service in registry.services.values():
         click.echo(f"service {service.name}: {', '.join(service.features)}")
@@ -49,9 +51,13 @@ def show(view_name: str) -> None:
     registry, settings = _registry(), get_settings()
     view = registry.views.get(view_name)
     if view is None:
-        raise click.ClickException(f"unknown view {view_name!r}; choose one of {', '.join(registry.views)}")
+        raise click.ClickException(
+            f"unknown view {view_name!r}; choose one of {', '.join(registry.views)}"
+        )
     click.echo(f"{view.name}: {view.description}")
-    click.echo(f"  entities   {', '.join(e.name for e in view.entities)} (keys {', '.join(view.join_keys)})")
+    click.echo(
+        f"  entities   {', '.join(e.name for e in view.entities)} (keys {', '.join(view.join_keys)})"
+    )
     click.echo(f"  sources    {', '.join(s.name for s in view.sources)}")
     click.echo(f"  ttl        {view.ttl}")
     click.echo(f"  hash       {view.version_hash}")
@@ -82,13 +88,35 @@ def validate() -> None:
 
 
 @features.command("historical")
-@click.option("--entities", "entities_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Parquet or CSV with the join keys and an event_timestamp column.")
-@click.option("--features", "references", required=True, multiple=True,
-              help="A service name, or view:feature / view:* (repeatable).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--exclude-created-after", is_flag=True, help="Ignore feature rows created after each entity timestamp.")
-def historical(entities_path: str, references: tuple[str, ...], out_path: str, exclude_created_after: bool) -> None:
+@click.option(
+    "--entities",
+    "entities_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Parquet or CSV with the join keys and an event_timestamp column.",
+)
+@click.option(
+    "--features",
+    "references",
+    required=True,
+    multiple=True,
+    help="A service name, or view:feature / view:* (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Parquet file to write.",
+)
+@click.option(
+    "--exclude-created-after",
+    is_flag=True,
+    help="Ignore feature rows created after each entity timestamp.",
+)
+def historical(
+    entities_path: str, references: tuple[str, ...], out_path: str, exclude_created_after: bool
+) -> None:
     """Point-in-time correct features for a table of entity rows."""
     import pandas as pd
 
@@ -97,9 +125,15 @@ def historical(entities_path: str, references: tuple[str, ...], out_path: str, e
 
     settings = get_settings()
     path = Path(entities_path)
-    entity = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, parse_dates=["event_timestamp"])
+    entity = (
+        pd.read_parquet(path)
+        if path.suffix == ".parquet"
+        else pd.read_csv(path, parse_dates=["event_timestamp"])
+    )
     if "event_timestamp" not in entity.columns:
-        raise click.ClickException(f"{entities_path}: needs an event_timestamp column (has {', '.join(entity.columns)})")
+        raise click.ClickException(
+            f"{entities_path}: needs an event_timestamp column (has {', '.join(entity.columns)})"
+        )
     try:
         reads, versions = view_reads(_registry(), settings, list(references))
     except DeclarationError as exc:
@@ -108,4 +142,6 @@ def historical(entities_path: str, references: tuple[str, ...], out_path: str, e
     frame = get_historical_features(entity, reads, exclude_created_after=exclude_created_after)
     frame.to_parquet(out_path, index=False)
     seconds = (dt.datetime.now() - started).total_seconds()
-    click.echo(f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s ({', '.join(versions.values())})")
+    click.echo(
+        f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s ({', '.join(versions.values())})"
+    )

@@ -47,7 +47,9 @@ def render_sql(view: FeatureView, start: dt.datetime, end: dt.datetime) -> str:
     )
 
 
-def open_sources(view: FeatureView, settings: Settings, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def open_sources(
+    view: FeatureView, settings: Settings, con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection on which each of the view's sources is a view named after it."""
     from mallard.lake import connect
 
@@ -57,7 +59,9 @@ def open_sources(view: FeatureView, settings: Settings, con: duckdb.DuckDBPyConn
     for ext in extensions:
         con.execute(f"LOAD {ext}")
     for source in view.sources:
-        con.execute(f'CREATE OR REPLACE VIEW "{source.name}" AS SELECT * FROM {source.relation_sql(settings)}')
+        con.execute(
+            f'CREATE OR REPLACE VIEW "{source.name}" AS SELECT * FROM {source.relation_sql(settings)}'
+        )
     return con
 
 
@@ -66,7 +70,9 @@ def _partition_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def validate_view(view: FeatureView, settings: Settings, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
+def validate_view(
+    view: FeatureView, settings: Settings, con: duckdb.DuckDBPyConnection | None = None
+) -> dict[str, str]:
     """Check the view's SQL against its sources and declaration; return its output types."""
     import duckdb
 
@@ -75,9 +81,15 @@ def validate_view(view: FeatureView, settings: Settings, con: duckdb.DuckDBPyCon
     try:
         described = con.execute(f"DESCRIBE {render_sql(view, start, end)}").fetchall()
     except duckdb.Error as exc:
-        raise ViewComputeError(f"FeatureView {view.name!r}: sql fails: {str(exc).splitlines()[0]}") from exc
+        raise ViewComputeError(
+            f"FeatureView {view.name!r}: sql fails: {str(exc).splitlines()[0]}"
+        ) from exc
     types = {row[0]: row[1] for row in described}
-    required = {**{key: None for key in view.join_keys}, "event_timestamp": None, "created_timestamp": None}
+    required = {
+        **{key: None for key in view.join_keys},
+        "event_timestamp": None,
+        "created_timestamp": None,
+    }
     for column in required:
         if column not in types:
             raise ViewComputeError(
@@ -103,7 +115,12 @@ def validate_view(view: FeatureView, settings: Settings, con: duckdb.DuckDBPyCon
 _ARROW_TYPES = {"int64": "int64", "float64": "float64", "string": "string", "bool": "bool"}
 
 
-def compute_partition(view: FeatureView, settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
+def compute_partition(
+    view: FeatureView,
+    settings: Settings,
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pa.Table:
     """The view's rows for one daily partition, cast to the declared types."""
     import pyarrow as pa
 
@@ -115,7 +132,9 @@ def compute_partition(view: FeatureView, settings: Settings, day: dt.date, con: 
     ).fetch_arrow_table()
     fields = []
     for name in columns:
-        declared = view.join_keys.get(name) or next((f.type for f in view.features if f.name == name), None)
+        declared = view.join_keys.get(name) or next(
+            (f.type for f in view.features if f.name == name), None
+        )
         if declared in _ARROW_TYPES:
             fields.append(pa.field(name, pa.type_for_alias(_ARROW_TYPES[declared])))
         else:
@@ -137,14 +156,30 @@ def check_expectations(view: FeatureView, table: pa.Table) -> list[ExpectationRe
         if rule.not_null:
             results.append(ExpectationResult(feature.name, "not null", column.null_count))
         if rule.min is not None:
-            results.append(ExpectationResult(feature.name, f">= {rule.min}", int(pc.sum(pc.less(column, rule.min)).as_py() or 0)))
+            results.append(
+                ExpectationResult(
+                    feature.name,
+                    f">= {rule.min}",
+                    int(pc.sum(pc.less(column, rule.min)).as_py() or 0),
+                )
+            )
         if rule.max is not None:
-            results.append(ExpectationResult(feature.name, f"<= {rule.max}", int(pc.sum(pc.greater(column, rule.max)).as_py() or 0)))
+            results.append(
+                ExpectationResult(
+                    feature.name,
+                    f"<= {rule.max}",
+                    int(pc.sum(pc.greater(column, rule.max)).as_py() or 0),
+                )
+            )
         if rule.allowed is not None:
             allowed = pa.array(list(rule.allowed), type=column.type)
             outside = pc.invert(pc.is_in(column, value_set=allowed))
             outside = pc.and_(outside, pc.is_valid(column))
-            results.append(ExpectationResult(feature.name, f"in {list(rule.allowed)}", int(pc.sum(outside).as_py() or 0)))
+            results.append(
+                ExpectationResult(
+                    feature.name, f"in {list(rule.allowed)}", int(pc.sum(outside).as_py() or 0)
+                )
+            )
     return results
 
 
@@ -155,7 +190,10 @@ def column_profile(table: pa.Table, columns: list[str]) -> list[dict[str, object
     rows = []
     for name in columns:
         column = table.column(name)
-        stats: dict[str, object] = {"column": name, "null_rate": round(column.null_count / max(len(column), 1), 4)}
+        stats: dict[str, object] = {
+            "column": name,
+            "null_rate": round(column.null_count / max(len(column), 1), 4),
+        }
         if len(column) - column.null_count > 0 and not str(column.type).startswith("string"):
             bounds = pc.min_max(column)
             stats["min"], stats["max"] = str(bounds["min"].as_py()), str(bounds["max"].as_py())

@@ -54,7 +54,9 @@ class Source:
                     f"Source {self.name!r}: give exactly one of path (a table) or query"
                 )
         elif not self.path:
-            raise DeclarationError(f"Source {self.name!r}: path is required for a {self.kind} source")
+            raise DeclarationError(
+                f"Source {self.name!r}: path is required for a {self.kind} source"
+            )
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -110,7 +112,9 @@ def profile_source(source: Source, settings: Settings) -> SourceProfile:
     con = connect(extensions=source.extensions)
     relation = source.relation_sql(settings)
     try:
-        columns = [(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+        columns = [
+            (row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        ]
         names = {name for name, _ in columns}
         ts = source.timestamp_field
         if ts and ts not in names:
@@ -118,7 +122,9 @@ def profile_source(source: Source, settings: Settings) -> SourceProfile:
                 f"Source {source.name!r}: timestamp_field={ts!r} is not a column of the data "
                 f"(columns: {', '.join(sorted(names))})"
             )
-        select = "count(*)" + (f", min({ts})::VARCHAR, max({ts})::VARCHAR" if ts else ", NULL, NULL")
+        select = "count(*)" + (
+            f", min({ts})::VARCHAR, max({ts})::VARCHAR" if ts else ", NULL, NULL"
+        )
         row_count, low, high = con.execute(f"SELECT {select} FROM {relation}").fetchone()  # type: ignore[misc]
     except duckdb.Error as exc:
         raise DeclarationError(f"Source {source.name!r}: cannot read {relation}: {exc}") from exc

@@ -92,21 +92,29 @@ class FeatureView:
     def __post_init__(self) -> None:
         check_identifier("FeatureView", self.name)
         if not self.entities:
-            raise DeclarationError(f"FeatureView {self.name!r}: entities must name at least one Entity")
+            raise DeclarationError(
+                f"FeatureView {self.name!r}: entities must name at least one Entity"
+            )
         for entity in self.entities:
             if not isinstance(entity, Entity):
                 raise DeclarationError(
                     f"FeatureView {self.name!r}: entities holds {entity!r}, which is not an Entity"
                 )
         if not self.sources:
-            raise DeclarationError(f"FeatureView {self.name!r}: sources must name at least one Source")
+            raise DeclarationError(
+                f"FeatureView {self.name!r}: sources must name at least one Source"
+            )
         if not self.features:
-            raise DeclarationError(f"FeatureView {self.name!r}: features must declare at least one Feature")
+            raise DeclarationError(
+                f"FeatureView {self.name!r}: features must declare at least one Feature"
+            )
         seen: set[str] = set()
         for feature in self.features:
             check_identifier("FeatureView", feature.name, "features", self.name)
             if feature.name in seen:
-                raise DeclarationError(f"FeatureView {self.name!r}: feature {feature.name!r} is declared twice")
+                raise DeclarationError(
+                    f"FeatureView {self.name!r}: feature {feature.name!r} is declared twice"
+                )
             if feature.name in self.join_keys or feature.name in RESERVED_COLUMNS:
                 raise DeclarationError(
                     f"FeatureView {self.name!r}: feature {feature.name!r} collides with a key or "
@@ -119,7 +127,9 @@ class FeatureView:
                 )
             seen.add(feature.name)
         if self.ttl is not None and self.ttl < dt.timedelta(0):
-            raise DeclarationError(f"FeatureView {self.name!r}: ttl must be ≥ 0 or None (unbounded)")
+            raise DeclarationError(
+                f"FeatureView {self.name!r}: ttl must be ≥ 0 or None (unbounded)"
+            )
 
     @property
     def join_keys(self) -> dict[str, str]:
@@ -174,7 +184,9 @@ class FeatureRegistry:
         for service in services:
             check_identifier("FeatureService", service.name)
             if service.name in self.services:
-                raise DeclarationError(f"FeatureService {service.name!r}: the name is declared twice")
+                raise DeclarationError(
+                    f"FeatureService {service.name!r}: the name is declared twice"
+                )
             self.resolve(service.features, owner=f"FeatureService {service.name!r}")
             self.services[service.name] = service
 
@@ -187,16 +199,20 @@ class FeatureRegistry:
         for ref in references:
             view_name, sep, feature_name = ref.partition(":")
             if not sep:
-                raise DeclarationError(f"{owner}: feature reference {ref!r} must look like 'view:feature' or 'view:*'")
+                raise DeclarationError(
+                    f"{owner}: feature reference {ref!r} must look like 'view:feature' or 'view:*'"
+                )
             view = self.views.get(view_name)
             if view is None:
                 raise DeclarationError(
                     f"{owner}: feature reference {ref!r} names unknown view {view_name!r} "
                     f"(views: {', '.join(sorted(self.views))})"
                 )
-            chosen = list(view.features) if feature_name == "*" else [
-                f for f in view.features if f.name == feature_name
-            ]
+            chosen = (
+                list(view.features)
+                if feature_name == "*"
+                else [f for f in view.features if f.name == feature_name]
+            )
             if not chosen:
                 raise DeclarationError(
                     f"{owner}: feature reference {ref!r}: view {view_name!r} has no feature {feature_name!r} "
@@ -234,6 +250,8 @@ class TrainingSetSpec:
     def __post_init__(self) -> None:
         check_identifier("TrainingSetSpec", self.name)
         if not self.labels:
-            raise DeclarationError(f"TrainingSetSpec {self.name!r}: labels must name at least one column")
+            raise DeclarationError(
+                f"TrainingSetSpec {self.name!r}: labels must name at least one column"
+            )
         if self.every_n_days < 1:
             raise DeclarationError(f"TrainingSetSpec {self.name!r}: every_n_days must be ≥ 1")

@@ -50,12 +50,23 @@ def view_reads(registry: FeatureRegistry, settings: Settings, references: list[s
             raise DeclarationError(
                 f"FeatureView {name!r}: {version.label} has no offline data yet; materialize the view first"
             )
-        reads.append(ViewRead(name, str(version.table_path), list(views[name].join_keys), features, views[name].ttl, version.number))
+        reads.append(
+            ViewRead(
+                name,
+                str(version.table_path),
+                list(views[name].join_keys),
+                features,
+                views[name].ttl,
+                version.number,
+            )
+        )
         versions[name] = version.label
     return reads, versions
 
 
-def build_training_set(spec: TrainingSetSpec, registry: FeatureRegistry, settings: Settings, as_of: dt.datetime) -> tuple[pd.DataFrame, dict[str, str]]:
+def build_training_set(
+    spec: TrainingSetSpec, registry: FeatureRegistry, settings: Settings, as_of: dt.datetime
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Label rows known by `as_of`, with point-in-time features; and the feature versions used."""
     from mallard.features.offline.engine import get_historical_features
     from mallard.lake import connect
@@ -66,7 +77,12 @@ def build_training_set(spec: TrainingSetSpec, registry: FeatureRegistry, setting
     columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     reads, versions = view_reads(registry, settings, [spec.service])
     keys = sorted({k for r in reads for k in r.join_keys})
-    for column in [*keys, spec.timestamp_field, *spec.labels, *([spec.known_at_field] if spec.known_at_field else [])]:
+    for column in [
+        *keys,
+        spec.timestamp_field,
+        *spec.labels,
+        *([spec.known_at_field] if spec.known_at_field else []),
+    ]:
         if column not in columns:
             raise DeclarationError(
                 f"TrainingSetSpec {spec.name!r}: label source {spec.label_source.name!r} has no column "
@@ -75,7 +91,8 @@ def build_training_set(spec: TrainingSetSpec, registry: FeatureRegistry, setting
     known = f"AND {spec.known_at_field} <= $as_of" if spec.known_at_field else ""
     thin = (
         f"AND (date_diff('day', DATE '2000-01-01', CAST({spec.timestamp_field} AS DATE)) % {spec.every_n_days}) = 0"
-        if spec.every_n_days > 1 else ""
+        if spec.every_n_days > 1
+        else ""
     )
     entity = con.execute(
         f"SELECT {', '.join(keys)}, {spec.timestamp_field} AS event_timestamp, {', '.join(spec.labels)} "
@@ -88,14 +105,26 @@ def build_training_set(spec: TrainingSetSpec, registry: FeatureRegistry, setting
     return frame, versions
 
 
-def write_training_set(spec: TrainingSetSpec, frame: pd.DataFrame, versions: dict[str, str], settings: Settings, as_of: dt.datetime) -> TrainingSetInfo:
+def write_training_set(
+    spec: TrainingSetSpec,
+    frame: pd.DataFrame,
+    versions: dict[str, str],
+    settings: Settings,
+    as_of: dt.datetime,
+) -> TrainingSetInfo:
     """Store a training set as a new version of its Delta table (older versions stay readable)."""
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
     path = training_set_path(settings, spec.name)
-    features = [c for c in frame.columns if c not in (*spec.labels, "event_timestamp", "customer_id")]
-    meta = {"feature_versions": json.dumps(versions), "as_of": as_of.isoformat(), "service": spec.service}
+    features = [
+        c for c in frame.columns if c not in (*spec.labels, "event_timestamp", "customer_id")
+    ]
+    meta = {
+        "feature_versions": json.dumps(versions),
+        "as_of": as_of.isoformat(),
+        "service": spec.service,
+    }
     write_deltalake(
         path,
         pa.Table.from_pandas(frame, preserve_index=False),
@@ -104,10 +133,21 @@ def write_training_set(spec: TrainingSetSpec, frame: pd.DataFrame, versions: dic
         commit_properties=CommitProperties(custom_metadata=meta),
     )
     version = DeltaTable(path).version()
-    return TrainingSetInfo(spec.name, path, version, len(frame), versions, as_of.isoformat(), features, list(spec.labels))
+    return TrainingSetInfo(
+        spec.name,
+        path,
+        version,
+        len(frame),
+        versions,
+        as_of.isoformat(),
+        features,
+        list(spec.labels),
+    )
 
 
-def read_training_set(settings: Settings, name: str, version: int | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+def read_training_set(
+    settings: Settings, name: str, version: int | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """A stored training set (latest, or a pinned Delta version) and its feature versions."""
     from deltalake import DeltaTable
 

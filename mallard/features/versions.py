@@ -42,7 +42,12 @@ def _read(settings: Settings, view_name: str) -> list[str]:
 
 
 def _version(settings: Settings, view_name: str, number: int, content_hash: str) -> ViewVersion:
-    return ViewVersion(view_name, number, content_hash, _view_dir(settings, view_name) / f"v{number}-{content_hash}")
+    return ViewVersion(
+        view_name,
+        number,
+        content_hash,
+        _view_dir(settings, view_name) / f"v{number}-{content_hash}",
+    )
 
 
 def register_version(settings: Settings, view: FeatureView) -> ViewVersion:
@@ -59,14 +64,20 @@ def register_version(settings: Settings, view: FeatureView) -> ViewVersion:
 
 
 def list_versions(settings: Settings, view_name: str) -> list[ViewVersion]:
-    return [_version(settings, view_name, i + 1, h) for i, h in enumerate(_read(settings, view_name))]
+    return [
+        _version(settings, view_name, i + 1, h) for i, h in enumerate(_read(settings, view_name))
+    ]
 
 
-def resolve_version(settings: Settings, view: FeatureView, reference: str | None = None) -> ViewVersion:
+def resolve_version(
+    settings: Settings, view: FeatureView, reference: str | None = None
+) -> ViewVersion:
     """`None` or `"latest"` → the current definition; `"v2"` / `2` → that numbered version."""
     if reference in (None, "latest"):
         return register_version(settings, view)
-    number = int(str(reference).removeprefix("v")) if str(reference).removeprefix("v").isdigit() else 0
+    number = (
+        int(str(reference).removeprefix("v")) if str(reference).removeprefix("v").isdigit() else 0
+    )
     versions = list_versions(settings, view.name)
     if not 1 <= number <= len(versions):
         raise DeclarationError(

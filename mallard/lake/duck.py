@@ -37,7 +37,7 @@ def connect(
     """Open a DuckDB connection that can load the offline extensions and never downloads any."""
     import duckdb
 
-    config: dict[str, str | bool | int] = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         "extension_directory": str(extension_directory()),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,

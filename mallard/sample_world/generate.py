@@ -89,9 +89,9 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
 
     # Static attributes. 70 % joined before the window, the rest join during it.
     existing = rng.random(n) < 0.7
-    signup_day = np.where(
-        existing, -rng.integers(1, 730, n), rng.integers(0, days, n)
-    ).astype(np.int64)
+    signup_day = np.where(existing, -rng.integers(1, 730, n), rng.integers(0, days, n)).astype(
+        np.int64
+    )
     plan = rng.choice(3, n, p=[0.45, 0.38, 0.17])
     region = rng.choice(4, n, p=[0.4, 0.3, 0.15, 0.15])
     device = rng.choice(5, n, p=[0.4, 0.3, 0.15, 0.08, 0.07])
@@ -128,7 +128,9 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
         watched = np.where(
             sessions > 0, rng.gamma(np.maximum(2.0 * sessions, 1e-9), session_scale), 0.0
         )
-        used_device = np.where(rng.random(idx.size) < 0.8, device[idx], rng.integers(0, 5, idx.size))
+        used_device = np.where(
+            rng.random(idx.size) < 0.8, device[idx], rng.integers(0, 5, idx.size)
+        )
         if shifted:
             error_p = np.where(FAULTY_DEVICES[used_device], 0.12, 0.035)
         else:
@@ -266,7 +268,9 @@ def _events_frame(spec, parts, rng, kind: str) -> pd.DataFrame:
         frame[key] = values
     if kind == "ticket":
         frame.insert(0, "ticket_id", [f"T-{i:07d}" for i in range(1, len(frame) + 1)])
-    return frame.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def _billing_frame(spec: WorldSpec, parts, rng) -> pd.DataFrame:
@@ -274,7 +278,9 @@ def _billing_frame(spec: WorldSpec, parts, rng) -> pd.DataFrame:
     frame.insert(0, "event_id", [f"B-{i:08d}" for i in range(1, len(frame) + 1)])
     # Late corrections: the same event (same timestamp) restated days later with another outcome.
     end = pd.Timestamp(spec.end_date + dt.timedelta(days=1), tz="UTC")
-    pick = np.flatnonzero((rng.random(len(frame)) < 0.02) & frame["event_type"].str.startswith("payment").to_numpy())
+    pick = np.flatnonzero(
+        (rng.random(len(frame)) < 0.02) & frame["event_type"].str.startswith("payment").to_numpy()
+    )
     corrections = frame.iloc[pick].copy()
     corrections["created_timestamp"] = corrections["created_timestamp"] + pd.to_timedelta(
         rng.integers(1, 4, len(corrections)), unit="D"
@@ -292,7 +298,9 @@ def _billing_frame(spec: WorldSpec, parts, rng) -> pd.DataFrame:
 def _labels_frame(spec: WorldSpec, signup_day, churn_day, minutes) -> pd.DataFrame:
     horizon = spec.label_horizon_days
     last_known = spec.days - 1 - horizon
-    cumulative = np.concatenate([np.zeros((minutes.shape[0], 1)), np.cumsum(minutes, axis=1)], axis=1)
+    cumulative = np.concatenate(
+        [np.zeros((minutes.shape[0], 1)), np.cumsum(minutes, axis=1)], axis=1
+    )
     parts = []
     for day in range(0, last_known + 1):
         idx = np.flatnonzero((signup_day < day) & (churn_day >= day))
@@ -307,9 +315,11 @@ def _labels_frame(spec: WorldSpec, signup_day, churn_day, minutes) -> pd.DataFra
             }
         )
     data = _concat(parts)
-    day = data.pop("day")
+    label_day = data.pop("day")
     frame = pd.DataFrame({"customer_id": data["customer_id"]})
-    frame["label_timestamp"] = pd.to_datetime(_timestamps(spec, day, np.zeros_like(day))).tz_localize("UTC")
+    frame["label_timestamp"] = pd.to_datetime(
+        _timestamps(spec, label_day, np.zeros_like(label_day))
+    ).tz_localize("UTC")
     frame["known_at"] = frame["label_timestamp"] + pd.Timedelta(days=horizon)
     frame["churned_14d"] = data["churned_14d"]
     frame["minutes_next_14d"] = data["minutes_next_14d"]
@@ -339,11 +349,15 @@ def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
             seed = seeds[rng.integers(len(seeds))]
             question = questions[seed["question_id"]]
             asked = seed["paraphrases"][rng.integers(len(seed["paraphrases"]))]
-            others = [a for a in rng.choice(article_ids, 3, replace=False) if a != question["article_id"]]
+            others = [
+                a for a in rng.choice(article_ids, 3, replace=False) if a != question["article_id"]
+            ]
             retrieved = [question["article_id"], *others[:2]]
             if rng.random() < 0.15:
                 retrieved = [*others[:2], question["article_id"]]
-            context = "\n\n".join(f"[{a}] {articles[a]['title']}\n{articles[a]['body']}" for a in retrieved)
+            context = "\n\n".join(
+                f"[{a}] {articles[a]['title']}\n{articles[a]['body']}" for a in retrieved
+            )
             fallback = rng.random() < 0.12
             model = "qwen2.5-coder-1.5b-instruct" if fallback else "gpt-4o-mini"
             failed = rng.random() < 0.015
@@ -351,7 +365,9 @@ def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
             prompt_tokens = int(1.3 * (len(context.split()) + len(asked.split())) + 180)
             completion_tokens = int(1.3 * len(output.split()))
             cost = 0.0 if fallback else (prompt_tokens * 0.15 + completion_tokens * 0.60) / 1e6
-            when = spec.day_start(first_day + trace_day) + pd.Timedelta(seconds=int(rng.integers(0, 86_400)))
+            when = spec.day_start(first_day + trace_day) + pd.Timedelta(
+                seconds=int(rng.integers(0, 86_400))
+            )
             rows.append(
                 {
                     "trace_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
@@ -374,14 +390,18 @@ def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
                     "status": "error" if failed else "ok",
                     "error": "APITimeoutError: request timed out after 30 s" if failed else "",
                     "cache": "miss",
-                    "attributes": json.dumps({"question_id": question["question_id"], "category": question["category"]}),
+                    "attributes": json.dumps(
+                        {"question_id": question["question_id"], "category": question["category"]}
+                    ),
                 }
             )
     frame = pd.DataFrame(rows).sort_values("timestamp", kind="stable").reset_index(drop=True)
     return pa.Table.from_pandas(frame, schema=trace_schema(), preserve_index=False).to_pandas()
 
 
-def shift_statistics(spec: WorldSpec, frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+def shift_statistics(
+    spec: WorldSpec, frames: dict[str, pd.DataFrame]
+) -> dict[str, dict[str, float]]:
     """Before/after statistics that make the day-`shift_day` shift visible in the data."""
     shift_at = spec.day_start(spec.shift_day)
     usage = frames["usage_events"]
@@ -416,7 +436,9 @@ def _write(frames: dict[str, pd.DataFrame], traces: pd.DataFrame, target: Path) 
     }
     frames["customers"].to_csv(target / files["customers"], index=False)
     for name in ("usage_events", "support_tickets", "churn_labels"):
-        pq.write_table(pa.Table.from_pandas(frames[name], preserve_index=False), target / files[name])
+        pq.write_table(
+            pa.Table.from_pandas(frames[name], preserve_index=False), target / files[name]
+        )
     pq.write_table(pa.Table.from_pandas(traces, preserve_index=False), target / files["traces"])
     write_deltalake(
         target / files["billing_events"],

@@ -28,7 +28,9 @@ class ShiftMeasurement:
         return self.auc_before - self.auc_after
 
 
-def _daily_matrix(frame: pd.DataFrame, column: str | None, start: pd.Timestamp, n_customers: int, days: int) -> np.ndarray:
+def _daily_matrix(
+    frame: pd.DataFrame, column: str | None, start: pd.Timestamp, n_customers: int, days: int
+) -> np.ndarray:
     day = ((frame["event_timestamp"] - start) // pd.Timedelta(days=1)).to_numpy()
     ok = (day >= 0) & (day < days)
     values = np.ones(len(frame)) if column is None else frame[column].to_numpy(dtype=float)

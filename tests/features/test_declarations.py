@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _view(**changes) -> FeatureView:
     fields = dict(
-        name="v", entities=[customer], sources=[usage_events],
-        sql="SELECT 1", features=[Feature("a", "int64")], ttl=dt.timedelta(days=1),
+        name="v",
+        entities=[customer],
+        sources=[usage_events],
+        sql="SELECT 1",
+        features=[Feature("a", "int64")],
+        ttl=dt.timedelta(days=1),
     )
     fields.update(changes)
     return FeatureView(**fields)
@@ -31,7 +35,10 @@ def _view(**changes) -> FeatureView:
     ("changes", "message"),
     [
         ({"name": "Bad-Name"}, "FeatureView: name='Bad-Name' is not a safe identifier"),
-        ({"features": [Feature("a", "int64"), Feature("a", "float64")]}, "FeatureView 'v': feature 'a' is declared twice"),
+        (
+            {"features": [Feature("a", "int64"), Feature("a", "float64")]},
+            "FeatureView 'v': feature 'a' is declared twice",
+        ),
         ({"features": [Feature("drop table", "int64")]}, "FeatureView 'v': features='drop table'"),
         ({"features": [Feature("a", "decimal")]}, "feature 'a' has type 'decimal'"),
         ({"features": [Feature("customer_id", "int64")]}, "feature 'customer_id' collides"),
@@ -73,7 +80,11 @@ def test_code_location_fails_to_load_on_a_bad_declaration(tmp_path: Path) -> Non
         " sql='select 1', features=[Feature('x','int64'), Feature('x','int64')]))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "MALLARD_HOME": str(tmp_path)},
     )
     assert proc.returncode != 0
