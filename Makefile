@@ -19,7 +19,7 @@ $(CURDIR)/.bootstrap/bin/uv:
 install: $(UV)
 	$(UV) sync --frozen
 
-# Servers the tests start on 127.0.0.1 (Redis, PostgreSQL, Chromium) come from Debian's packages.
+# Servers the tests start on 127.0.0.1 (Redis, PostgreSQL) come from Debian's packages.
 services:
 	bash scripts/install-services.sh
 
