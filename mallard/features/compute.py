@@ -59,6 +59,8 @@ def open_sources(
     for ext in extensions:
         con.execute(f"LOAD {ext}")
     for source in view.sources:
+        for statement in source.setup_sql():
+            con.execute(statement)
         con.execute(
             f'CREATE OR REPLACE VIEW "{source.name}" AS SELECT * FROM {source.relation_sql(settings)}'
         )

@@ -64,21 +64,32 @@ class Source:
         ext = _EXTENSION_FOR_KIND.get(self.kind)
         return (ext,) if ext else ()
 
+    def _dsn(self) -> str:
+        import os
+
+        dsn = os.environ.get(self.connection_env or "")
+        if not dsn:
+            raise DeclarationError(
+                f"Source {self.name!r}: environment variable {self.connection_env} is not set; "
+                "export it with a libpq connection string"
+            )
+        return dsn
+
+    def setup_sql(self) -> list[str]:
+        """Statements to run on a connection before `relation_sql` can be read (Postgres queries)."""
+        if self.kind == "postgres" and self.query:
+            return [
+                f"ATTACH IF NOT EXISTS {_quote(self._dsn())} AS pg_{self.name} (TYPE postgres, READ_ONLY)"
+            ]
+        return []
+
     def relation_sql(self, settings: Settings) -> str:
         """A DuckDB table expression that reads the source (usable after FROM)."""
         if self.kind == "postgres":
-            import os
-
-            dsn = os.environ.get(self.connection_env or "")
-            if not dsn:
-                raise DeclarationError(
-                    f"Source {self.name!r}: environment variable {self.connection_env} is not set; "
-                    "export it with a libpq connection string"
-                )
             if self.query:
-                return f"postgres_query({_quote(dsn)}, {_quote(self.query)})"
+                return f"postgres_query('pg_{self.name}', {_quote(self.query)})"
             schema, _, table = (self.path or "").rpartition(".")
-            return f"postgres_scan({_quote(dsn)}, {_quote(schema or 'public')}, {_quote(table)})"
+            return f"postgres_scan({_quote(self._dsn())}, {_quote(schema or 'public')}, {_quote(table)})"
         location = str(settings.resolve(self.path or ""))
         readers = {
             "parquet": f"read_parquet({_quote(location)})",
@@ -110,8 +121,11 @@ def profile_source(source: Source, settings: Settings) -> SourceProfile:
     from mallard.lake import connect
 
     con = connect(extensions=source.extensions)
-    relation = source.relation_sql(settings)
+    relation = f"the {source.kind} source"
     try:
+        for statement in source.setup_sql():
+            con.execute(statement)
+        relation = source.relation_sql(settings)
         columns = [
             (row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
         ]
