@@ -121,7 +121,7 @@ def _entity_frame(entity: Any, con: Any) -> pd.DataFrame:
     if isinstance(entity, pd.DataFrame):
         return entity
     if isinstance(entity, str):
-        return con.sql(entity).arrow().to_pandas()
+        return con.execute(entity).fetch_arrow_table().to_pandas()
     if isinstance(entity, pa.RecordBatchReader):
         entity = entity.read_all()
     if isinstance(entity, pa.Table):
@@ -535,7 +535,7 @@ def _get_historical_features(
                 sql = _view_query(
                     view, source, entity_name, chosen, exclude_created_after, key_types, pushdown
                 )
-                table = con.execute(sql).arrow()
+                table = con.execute(sql).fetch_arrow_table()
                 if isinstance(table, pa.RecordBatchReader):
                     table = table.read_all()
             finally:

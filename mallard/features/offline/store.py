@@ -497,7 +497,9 @@ def _update_projection(
                 )
                 or "FALSE"
             )
-            rows = con.execute(_projection_select(path, join_keys, features, where)).arrow()
+            rows = con.execute(
+                _projection_select(path, join_keys, features, where)
+            ).fetch_arrow_table()
             predicate = (
                 " OR ".join(
                     f"({EVENT_DATE} >= '{a.isoformat()}' AND {EVENT_DATE} < '{b.isoformat()}')"
@@ -516,7 +518,9 @@ def _update_projection(
                 schema_mode=None,
             )
         else:
-            rows = con.execute(_projection_select(path, join_keys, features, "TRUE")).arrow()
+            rows = con.execute(
+                _projection_select(path, join_keys, features, "TRUE")
+            ).fetch_arrow_table()
             write_deltalake(
                 proj,
                 _as_reader(rows),
