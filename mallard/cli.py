@@ -99,8 +99,10 @@ def show_settings() -> None:
 
 def _register_subcommands() -> None:
     from mallard.features.cli import features
+    from mallard.monitoring.cli import alerts
 
     main.add_command(features)
+    main.add_command(alerts)
 
 
 _register_subcommands()

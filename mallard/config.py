@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     sample_scale: float = 1.0
     end_date: dt.date | None = None
     llm_threads: int = 2
+    alert_webhook_url: str | None = None
 
     @field_validator("home", mode="after")
     @classmethod
@@ -81,6 +82,11 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Alert history and other small operational tables."""
+        return self.home / "monitoring"
 
     @property
     def models_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""Monitoring: prediction log, drift and performance reports, alerts."""

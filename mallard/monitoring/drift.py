@@ -1,0 +1,172 @@
+"""Data drift of a day's features against a reference, with Evidently on bounded samples.
+
+Evidently on millions of rows is slow, and p-value tests on huge samples flag differences too
+small to matter. Mallard samples both sides to at most `sample_size` rows (seeded, so a report
+is reproducible) and defaults to distance measures (normed Wasserstein for numbers,
+Jensen–Shannon for categories) whose thresholds do not shrink with sample size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class DriftInputError(ValueError):
+    """The data cannot be compared (no rows, no common columns); the message says which."""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """How drift is judged: methods and thresholds per column, sampling, and the alert share."""
+
+    sample_size: int | None = 5_000
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    num_threshold: float = 0.1
+    cat_threshold: float = 0.1
+    per_column_method: dict[str, str] = field(default_factory=dict)
+    per_column_threshold: dict[str, float] = field(default_factory=dict)
+    drift_share_alert: float = 0.3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    """A drift report's headline numbers, per-column results and any problems with the inputs."""
+
+    share_drifted: float
+    columns: list[ColumnDrift]
+    rows_reference: int
+    rows_current: int
+    rows_compared: int
+    problems: list[str]
+    seconds: float
+    html_path: str | None = None
+
+    @property
+    def drifted(self) -> dict[str, float]:
+        return {c.column: round(c.score, 6) for c in self.columns if c.drifted}
+
+
+def _sample(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
+    if size is None or len(frame) <= size:
+        return frame
+    return frame.sample(n=size, random_state=seed)
+
+
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    config: DriftConfig | None = None,
+    html_path: Path | None = None,
+    summary: bool = True,
+) -> DriftResult:
+    """Compare `current` with `reference` column by column (DataDriftPreset + DataSummaryPreset)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+    config = config or DriftConfig()
+    started = time.perf_counter()
+    if len(current) == 0:
+        raise DriftInputError("the current data has no rows: nothing to compare with the reference")
+    if len(reference) == 0:
+        raise DriftInputError("the reference data has no rows: train or choose a reference first")
+    problems: list[str] = []
+    usable_num, usable_cat = [], []
+    for kind, columns, usable in (
+        ("numerical", numerical, usable_num),
+        ("categorical", categorical, usable_cat),
+    ):
+        for column in columns:
+            if column not in current.columns:
+                problems.append(f"feature {column!r} is missing from the current data")
+            elif column not in reference.columns:
+                problems.append(f"feature {column!r} is missing from the reference data")
+            elif reference[column].nunique(dropna=True) <= 1 and kind == "numerical":
+                problems.append(
+                    f"feature {column!r} has a single value in the reference: drift cannot be scored on it"
+                )
+            elif current[column].notna().sum() == 0:
+                problems.append(f"feature {column!r} is entirely null in the current data")
+            else:
+                usable.append(column)
+    if not usable_num and not usable_cat:
+        raise DriftInputError("no feature can be compared: " + "; ".join(problems))
+
+    columns = usable_num + usable_cat
+    ref = _sample(reference[columns], config.sample_size, config.seed)
+    cur = _sample(current[columns], config.sample_size, config.seed + 1)
+    definition = DataDefinition(numerical_columns=usable_num, categorical_columns=usable_cat)
+    methods = {c: config.num_method for c in usable_num} | {
+        c: config.cat_method for c in usable_cat
+    }
+    methods |= {c: m for c, m in config.per_column_method.items() if c in columns}
+    thresholds = {c: config.num_threshold for c in usable_num} | {
+        c: config.cat_threshold for c in usable_cat
+    }
+    thresholds |= {c: t for c, t in config.per_column_threshold.items() if c in columns}
+    presets: list[Any] = [
+        DataDriftPreset(columns=columns, per_column_method=methods, per_column_threshold=thresholds)
+    ]
+    if summary:
+        presets.append(DataSummaryPreset(columns=columns))
+    snapshot = Report(presets, include_tests=True).run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+    )
+    result = snapshot.dict()
+    values = {m["id"]: m["value"] for m in result["metrics"]}
+    per_column = []
+    for test in result["tests"]:
+        params = test.get("metric_config", {}).get("params", {})
+        if params.get("type") != "evidently:metric_v2:ValueDrift":
+            continue
+        status = str(getattr(test["status"], "value", test["status"]))
+        per_column.append(
+            ColumnDrift(
+                column=params["column"],
+                method=str(params["method"]),
+                threshold=float(params["threshold"]),
+                score=float(values[test["metric_config"]["metric_id"]]),
+                drifted=status == "FAIL",
+            )
+        )
+    share = sum(c.drifted for c in per_column) / max(len(per_column), 1)
+    path = None
+    if html_path is not None:
+        Path(html_path).parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(html_path))
+        path = str(html_path)
+    return DriftResult(
+        share,
+        per_column,
+        len(reference),
+        len(current),
+        len(cur),
+        problems,
+        time.perf_counter() - started,
+        path,
+    )
+
+
+def report_path(reports_dir: Path, model: str, day: dt.date) -> Path:
+    """Where the HTML drift report of one model and day is kept."""
+    return reports_dir / "drift" / model / f"{day.isoformat()}.html"
