@@ -1,0 +1,284 @@
+"""The SQLite online store (the embedded default): one WITHOUT ROWID table per feature view.
+
+Each table has the view's join keys as its primary key, then `__event_ts` and `__created_ts`
+(UTC microseconds) and one typed column per feature. Reads are primary-key lookups through
+statements SQLite keeps prepared (the connection's statement cache); writes are one transaction
+per view, so a failed write leaves the view as it was. WAL mode lets readers run during a write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mallard.features.online.base import (
+    CREATED_TS,
+    EVENT_TS,
+    OnlineStore,
+    OnlineStoreError,
+    ViewSchema,
+    WriteStats,
+    decoders,
+    prepare_batch,
+)
+
+META = "_mallard_online_views"
+SQL_TYPES = {
+    "int": "INTEGER",
+    "float": "REAL",
+    "bool": "INTEGER",
+    "str": "TEXT",
+    "timestamp": "INTEGER",
+    "date": "INTEGER",
+}
+EV, CR = "__event_ts", "__created_ts"
+MIN_INT = -(2**63)
+CHUNK = 500  # keys per IN (...) lookup
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_name(view: str) -> str:
+    return f"fv__{view}"
+
+
+class SqliteOnlineStore(OnlineStore):
+    """Online store in one SQLite file; safe to share between threads (a connection per thread)."""
+
+    kind = "sqlite"
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, timeout: float = 30.0
+    ) -> None:
+        if path is None:
+            from mallard.config import get_settings
+
+            path = get_settings().online_store_path
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        self._local = threading.local()
+        self._schemas: dict[str, ViewSchema] = {}
+        self._select_sql: dict[tuple, str] = {}
+        con = self._con()
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {META} (view TEXT PRIMARY KEY, table_name TEXT NOT NULL, "
+            "join_keys TEXT NOT NULL, types TEXT NOT NULL, updated_at REAL NOT NULL)"
+        )
+
+    # -- connections --------------------------------------------------------------------------
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(
+                self.path,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=512,
+            )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA temp_store=MEMORY")
+            con.execute("PRAGMA cache_size=-65536")
+            self._local.con = con
+        return con
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    # -- schema -------------------------------------------------------------------------------
+    def schema(self, view_name: str) -> ViewSchema | None:
+        cached = self._schemas.get(view_name)
+        if cached is not None:
+            return cached
+        return self._refresh_schema(view_name)
+
+    def _refresh_schema(self, view_name: str) -> ViewSchema | None:
+        row = (
+            self._con()
+            .execute(f"SELECT join_keys, types FROM {META} WHERE view = ?", (view_name,))
+            .fetchone()
+        )
+        if row is None:
+            self._schemas.pop(view_name, None)
+            return None
+        schema = ViewSchema(view_name, tuple(json.loads(row[0])), json.loads(row[1]))
+        self._schemas[view_name] = schema
+        return schema
+
+    def views(self) -> list[str]:
+        return [r[0] for r in self._con().execute(f"SELECT view FROM {META} ORDER BY view")]
+
+    def delete_view(self, view_name: str) -> None:
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(f"DROP TABLE IF EXISTS {_q(table_name(view_name))}")
+            con.execute(f"DELETE FROM {META} WHERE view = ?", (view_name,))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._schemas.pop(view_name, None)
+        self._select_sql.clear()
+
+    # -- write --------------------------------------------------------------------------------
+    def write(
+        self,
+        view_name: str,
+        join_keys: Sequence[str],
+        features: Sequence[str],
+        rows: Any,
+        *,
+        event_timestamp_column: str = EVENT_TS,
+        created_timestamp_column: str | None = CREATED_TS,
+    ) -> WriteStats:
+        started = time.perf_counter()
+        batch = prepare_batch(
+            view_name, join_keys, features, rows, event_timestamp_column, created_timestamp_column
+        )
+        table = _q(table_name(view_name))
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            types = self._ensure_table(con, batch)
+            keys = [_q(k) for k in batch.join_keys]
+            cols = [*keys, EV, CR, *(_q(f) for f in batch.features)]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols[len(keys) :])
+            sql = (
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates} "
+                f"WHERE (excluded.{EV}, coalesce(excluded.{CR}, {MIN_INT})) >= "
+                f"({table}.{EV}, coalesce({table}.{CR}, {MIN_INT}))"
+            )
+            before = con.total_changes
+            con.executemany(
+                sql, zip(*batch.keys, batch.event, batch.created, *batch.values, strict=True)
+            )
+            applied = con.total_changes - before
+            con.execute(
+                f"INSERT INTO {META} (view, table_name, join_keys, types, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (view) DO UPDATE SET types = excluded.types, updated_at = excluded.updated_at",
+                (
+                    view_name,
+                    table_name(view_name),
+                    json.dumps(batch.join_keys),
+                    json.dumps(types),
+                    time.time(),
+                ),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._schemas.pop(view_name, None)
+            raise
+        self._schemas[view_name] = ViewSchema(view_name, tuple(batch.join_keys), types)
+        distinct = len(set(zip(*batch.keys, strict=True))) if batch.size else 0
+        return WriteStats(
+            view_name,
+            batch.rows,
+            batch.rejected,
+            distinct,
+            min(applied, distinct),
+            time.perf_counter() - started,
+        )
+
+    def _ensure_table(self, con: sqlite3.Connection, batch: Any) -> dict[str, str]:
+        """Create the view's table, or add new feature columns; refuse changed keys or types."""
+        row = con.execute(
+            f"SELECT join_keys, types FROM {META} WHERE view = ?", (batch.view,)
+        ).fetchone()
+        table = _q(table_name(batch.view))
+        if row is None:
+            keys = ", ".join(
+                f"{_q(k)} {SQL_TYPES[batch.types[k]]} NOT NULL" for k in batch.join_keys
+            )
+            feats = "".join(f", {_q(f)} {SQL_TYPES[batch.types[f]]}" for f in batch.features)
+            pk = ", ".join(_q(k) for k in batch.join_keys)
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(
+                f"CREATE TABLE {table} ({keys}, {EV} INTEGER NOT NULL, {CR} INTEGER{feats}, "
+                f"PRIMARY KEY ({pk})) WITHOUT ROWID"
+            )
+            return dict(batch.types)
+        stored_keys, stored_types = json.loads(row[0]), json.loads(row[1])
+        if stored_keys != batch.join_keys:
+            raise OnlineStoreError(
+                f"view {batch.view}: keyed by {stored_keys} in the online store, not {batch.join_keys}"
+            )
+        types = dict(stored_types)
+        for name, typ in batch.types.items():
+            if name in stored_types:
+                if stored_types[name] != typ and not (
+                    stored_types[name] == "float" and typ == "int"
+                ):
+                    raise OnlineStoreError(
+                        f"view {batch.view}: column {name} holds {stored_types[name]}, not {typ}"
+                    )
+            else:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(name)} {SQL_TYPES[typ]}")
+                types[name] = typ
+        self._select_sql.clear()
+        return types
+
+    # -- read ---------------------------------------------------------------------------------
+    def _fetch(
+        self, schema: ViewSchema, features: Sequence[str], keys: list[tuple]
+    ) -> dict[tuple, tuple[int, list[Any]]]:
+        con = self._con()
+        nk = len(schema.join_keys)
+        decode = decoders(schema, features)
+        plain = all(d is None for d in decode)
+        out: dict[tuple, tuple[int, list[Any]]] = {}
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            sql = self._select(schema, tuple(features), len(chunk))
+            params = [p for key in chunk for p in key] if nk > 1 or len(chunk) > 1 else chunk[0]
+            try:
+                rows = con.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such column" in str(exc) or "no such table" in str(exc):
+                    self._schemas.pop(schema.view, None)
+                    self._select_sql.clear()
+                    raise OnlineStoreError(f"view {schema.view}: {exc}") from exc
+                raise
+            for row in rows:
+                values = list(row[nk + 1 :])
+                if not plain:
+                    values = [
+                        v if d is None or v is None else d(v)
+                        for d, v in zip(decode, values, strict=True)
+                    ]
+                out[row[:nk]] = (row[nk], values)
+        return out
+
+    def _select(self, schema: ViewSchema, features: tuple[str, ...], n: int) -> str:
+        cache_key = (schema.view, features, n)
+        sql = self._select_sql.get(cache_key)
+        if sql is not None:
+            return sql
+        keys = [_q(k) for k in schema.join_keys]
+        cols = ", ".join([*keys, EV, *(_q(f) for f in features)])
+        table = _q(table_name(schema.view))
+        if len(keys) == 1:
+            where = f"{keys[0]} = ?" if n == 1 else f"{keys[0]} IN ({', '.join('?' * n)})"
+        else:
+            tuple_sql = "(" + ", ".join("?" * len(keys)) + ")"
+            where = f"({', '.join(keys)}) IN (VALUES {', '.join([tuple_sql] * n)})"
+        sql = f"SELECT {cols} FROM {table} WHERE {where}"
+        if len(self._select_sql) > 4096:
+            self._select_sql.clear()
+        self._select_sql[cache_key] = sql
+        return sql
