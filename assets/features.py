@@ -21,6 +21,9 @@ daily_partitions = dg.DailyPartitionsDefinition(
 )
 
 
+BACKFILL_CHUNK_DAYS = 31
+
+
 def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
     window = context.partition_time_window
     first = window.start.date()
@@ -72,7 +75,7 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
             open_sources,
             validate_view,
         )
-        from mallard.features.offline.store import write_view_partition
+        from mallard.features.offline.store import write_view_partitions
         from mallard.features.versions import register_version
 
         settings = lake.settings()
@@ -86,22 +89,23 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         written = rejected = 0
         failures: dict[tuple[str, str], int] = {}
         last: pa.Table | None = None
-        for i, day in enumerate(days, 1):
-            table = compute_partition(view, settings, day, con)
-            for result in check_expectations(view, table):
-                failures[(result.feature, result.rule)] = (
-                    failures.get((result.feature, result.rule), 0) + result.failing_rows
-                )
-            outcome = write_view_partition(
-                version.table_path, table, day, join_keys=list(view.join_keys)
+        # A backfill is written a month at a time, one Delta commit per chunk.
+        for first in range(0, len(days), BACKFILL_CHUNK_DAYS):
+            chunk = days[first : first + BACKFILL_CHUNK_DAYS]
+            parts = {day: compute_partition(view, settings, day, con) for day in chunk}
+            for table in parts.values():
+                for result in check_expectations(view, table):
+                    key = (result.feature, result.rule)
+                    failures[key] = failures.get(key, 0) + result.failing_rows
+            outcome = write_view_partitions(
+                version.table_path, parts, join_keys=list(view.join_keys)
             )
             written += outcome.rows_written
             rejected += outcome.rows_rejected
-            last = table
-            if i % 20 == 0 or i == len(days):
-                context.log.info(
-                    f"{view.name}: {i}/{len(days)} partitions written ({written:,} rows)"
-                )
+            last = parts[chunk[-1]]
+            context.log.info(
+                f"{view.name}: {first + len(chunk)}/{len(days)} partitions written ({written:,} rows)"
+            )
         con.close()
         profile = column_profile(last, view.feature_names) if last is not None else []
         failing = {f"{feature} {rule}": n for (feature, rule), n in failures.items() if n}

@@ -69,7 +69,7 @@ def run_demo(
             print(
                 f"[demo] job {job_name} {'(partitions ' + first + ' … ' + last + ', one run)' if tags else ''}"
             )
-            result = defs.get_job_def(job_name).execute_in_process(
+            result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False
             )
             runs.append((job_name, result.run_id, result.success))

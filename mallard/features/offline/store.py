@@ -22,7 +22,7 @@ import datetime as dt
 import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -354,6 +354,84 @@ def write_view_partition(
     return WriteResult(
         table_path=path,
         partition_date=partition_date,
+        rows_written=counters["written"],
+        rows_rejected=counters["rejected"],
+        version=version,
+        write_no=write_no,
+        projection_version=projection_version,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def write_view_partitions(
+    table_path: str | os.PathLike[str],
+    parts: Mapping[dt.date, Any],
+    *,
+    join_keys: Sequence[str],
+    storage_options: dict[str, str] | None = None,
+) -> WriteResult:
+    """Replace several daily partitions in one Delta commit (a backfill), then the projection.
+
+    `parts` maps each partition date to its rows (as for `write_view_partition`). Exactly those
+    partitions are replaced; a failure before the commit leaves the table as it was.
+    """
+    import pyarrow as pa
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+    started = time.perf_counter()
+    path = str(table_path)
+    join_keys = list(join_keys)
+    if not parts:
+        raise OfflineStoreError(f"{path}: no partitions to write")
+    if not join_keys:
+        raise OfflineStoreError(f"{path}: a view needs at least one join key")
+    readers = {day: _to_reader(data) for day, data in sorted(parts.items())}
+    schema, _features = table_schema(next(iter(readers.values())).schema, join_keys)
+
+    with _write_lock(path):
+        exists = DeltaTable.is_deltatable(path, storage_options=storage_options)
+        table = DeltaTable(path, storage_options=storage_options) if exists else None
+        if table is not None:
+            existing = pa.schema(table.schema().to_arrow())
+            if sorted(existing.names) != sorted(schema.names):
+                raise OfflineStoreError(
+                    f"{path}: columns {schema.names} differ from the table's {existing.names}; "
+                    "a changed view definition is a new view version (a new table)"
+                )
+            schema = existing
+        write_no = (_last_write_no(table, path) if table is not None else 0) + 1
+        counters = {"rejected": 0, "written": 0}
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            next_seq = write_no << SEQ_SHIFT
+            for day, reader in readers.items():
+                for batch in reader:
+                    out, rejected = _conform_batch(batch, schema, join_keys, day, next_seq)
+                    counters["rejected"] += rejected
+                    counters["written"] += out.num_rows
+                    next_seq += out.num_rows
+                    if out.num_rows:
+                        yield out
+
+        commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
+        stream = pa.RecordBatchReader.from_batches(schema, batches())
+        days = ", ".join(f"'{day.isoformat()}'" for day in readers)
+        write_deltalake(
+            table if table is not None else path,
+            stream,
+            partition_by=[PARTITION],
+            mode="overwrite" if table is not None else "append",
+            predicate=f"{PARTITION} IN ({days})" if table is not None else None,
+            commit_properties=commit,
+            storage_options=storage_options,
+        )
+        version = DeltaTable(path, storage_options=storage_options).version()
+        projection_version = _update_projection(
+            path, join_keys, version, -1, set(), storage_options
+        )
+    return WriteResult(
+        table_path=path,
+        partition_date=max(readers),
         rows_written=counters["written"],
         rows_rejected=counters["rejected"],
         version=version,
