@@ -387,6 +387,13 @@ def write_view_partitions(
         raise OfflineStoreError(f"{path}: a view needs at least one join key")
     readers = {day: _to_reader(data) for day, data in sorted(parts.items())}
     schema, _features = table_schema(next(iter(readers.values())).schema, join_keys)
+    for day, reader in readers.items():
+        names = table_schema(reader.schema, join_keys)[0].names
+        if sorted(names) != sorted(schema.names):
+            raise OfflineStoreError(
+                f"{path}: partition {day} has columns {names}, the others {schema.names}; "
+                "every partition of a backfill must have the same columns"
+            )
 
     with _write_lock(path):
         exists = DeltaTable.is_deltatable(path, storage_options=storage_options)
