@@ -65,20 +65,25 @@ class MiniLMEmbedder:
             texts = [texts]
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        with self._lock:
+            encoded_all = self._tokenizer.encode_batch(list(texts))
+        # batches of similar length: padding to the longest text in a batch is wasted work
+        order = sorted(range(len(texts)), key=lambda i: len(encoded_all[i].ids))
         out = []
         for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            with self._lock:
-                encoded = self._tokenizer.encode_batch(batch)
-            ids = np.array([e.ids for e in encoded], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            encoded = [encoded_all[i] for i in order[start:start + batch_size]]
+            width = max(sum(e.attention_mask) for e in encoded)
+            ids = np.array([e.ids[:width] for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask[:width] for e in encoded], dtype=np.int64)
             types = np.zeros_like(ids)
             hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out.append((pooled / np.clip(norms, 1e-12, None)).astype(np.float32))
-        return np.vstack(out)
+        result = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        result[order] = np.vstack(out)
+        return result
 
 
 @lru_cache(maxsize=1)

@@ -211,3 +211,26 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+class HashingEmbedder:
+    """A fast, deterministic bag-of-words embedder with the MiniLM interface, for tests of the
+    retrieval and cache mechanics where embedding quality is not the point."""
+
+    model_id = "hashing-bow-384"
+    dimensions = 384
+
+    def embed(self, texts: list[str] | str, batch_size: int = 32) -> Any:
+        import re
+        import zlib
+
+        import numpy as np
+
+        if isinstance(texts, str):
+            texts = [texts]
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                out[row, zlib.crc32(word.encode()) % self.dimensions] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.clip(norms, 1e-12, None)

@@ -53,3 +53,22 @@ def make_client(settings, metrics):
     yield factory
     for client in made:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def helpcentre_retriever(tmp_path_factory):
+    """The help-centre corpus embedded with MiniLM once per session (~30k tokens: slow tests only)."""
+    from catalog.chains import HELPCENTRE
+    from mallard.llm.chains.retrieval import EmbeddingRetriever
+
+    return EmbeddingRetriever(HELPCENTRE, cache_dir=tmp_path_factory.mktemp("index"))
+
+
+@pytest.fixture
+def hashed_helpcentre(tmp_path):
+    """The help-centre corpus with a bag-of-words embedder: fast retrieval mechanics."""
+    from catalog.chains import HELPCENTRE
+    from mallard.llm.chains.retrieval import EmbeddingRetriever
+    from mallard.llm.testing import HashingEmbedder
+
+    return EmbeddingRetriever(HELPCENTRE, embedder=HashingEmbedder(), cache_dir=tmp_path / "index")
