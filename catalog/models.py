@@ -1,0 +1,85 @@
+"""The sample world's models: a churn classifier, a viewing-minutes regression, customer segments.
+
+Each declaration grows the `training` asset group by five assets (candidate, training
+statistics, evaluation, champion, explanations). Budgets are small on purpose: `make demo`
+trains all three on two cores in a couple of minutes.
+"""
+
+from catalog.features import REGISTRY, TRAINING_SETS
+from mallard.models.specs import (
+    ModelCatalog,
+    ModelSpec,
+    Preprocessing,
+    PromotionRule,
+    TrainingWindow,
+)
+
+# Null features mean "no activity in the window": a zero, not a missing value to average over.
+NO_ACTIVITY_IS_ZERO = Preprocessing(numeric_imputation=0)
+FEW_TREES = {"n_estimators": 30, "max_depth": 8}
+
+churn_classifier = ModelSpec(
+    name="churn_classifier",
+    task="classification",
+    description="Will the customer churn within the next 14 days?",
+    owner="retention@pondstream.example",
+    training_set="churn_training_set",
+    feature_service="churn_features",
+    label="churned_14d",
+    metric="auc",
+    estimators=["lr", "dt", "lightgbm", "rf"],
+    estimator_params={"rf": FEW_TREES, "lightgbm": {"n_estimators": 60}},
+    folds=3,
+    time_budget=45,
+    preprocessing=NO_ACTIVITY_IS_ZERO,
+    promotion=PromotionRule(min_improvement=0.005, significance=0.05),
+    window=TrainingWindow(holdout_days=21, gap_days=14, max_train_rows=20_000),
+)
+
+minutes_forecast = ModelSpec(
+    name="minutes_forecast",
+    task="regression",
+    description="Minutes the customer will watch over the next 14 days.",
+    owner="playback@pondstream.example",
+    training_set="churn_training_set",
+    feature_service="churn_features",
+    label="minutes_next_14d",
+    metric="mae",
+    estimators=["ridge", "dt", "lightgbm", "rf"],
+    estimator_params={"rf": FEW_TREES, "lightgbm": {"n_estimators": 60}},
+    folds=3,
+    time_budget=45,
+    preprocessing=NO_ACTIVITY_IS_ZERO,
+    promotion=PromotionRule(min_improvement=1.0, significance=0.05),
+    window=TrainingWindow(holdout_days=21, gap_days=14, max_train_rows=15_000),
+)
+
+customer_segments = ModelSpec(
+    name="customer_segments",
+    task="clustering",
+    description="Behavioural segments of active customers (viewing, reliability, spend, support).",
+    owner="growth@pondstream.example",
+    training_set="churn_training_set",
+    feature_service="churn_features",
+    features=[
+        "minutes_7d",
+        "active_days_7d",
+        "error_rate_7d",
+        "monthly_price",
+        "payment_failures_30d",
+        "tickets_30d",
+    ],
+    metric="silhouette",
+    estimators=["kmeans", "hclust", "dbscan"],
+    num_clusters=4,
+    time_budget=30,
+    preprocessing=Preprocessing(numeric_imputation=0, normalize=True),
+    promotion=PromotionRule(min_improvement=0.01, significance=0.05, min_stability=0.5),
+    window=TrainingWindow(holdout_days=21, max_train_rows=3_000, max_holdout_rows=3_000),
+)
+
+MODELS = ModelCatalog(
+    [churn_classifier, minutes_forecast, customer_segments],
+    registry=REGISTRY,
+    training_sets=TRAINING_SETS,
+)

@@ -1,0 +1,452 @@
+"""Model declarations: `ModelSpec` and the pieces it is made of, checked when catalog/ is imported.
+
+A user declares a model in a few lines in `catalog/models.py`; `ModelCatalog` checks every
+declaration against the feature registry and the training sets, so a wrong task, a feature the
+service does not serve or a time budget of zero fails the code location's load with a message
+naming the model and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mallard.specs import DeclarationError, check_identifier
+
+if TYPE_CHECKING:
+    from mallard.features.specs import FeatureRegistry, TrainingSetSpec
+
+Task = Literal["classification", "regression", "clustering"]
+TASKS: tuple[str, ...] = ("classification", "regression", "clustering")
+
+# Deciding metrics per task: the name a user writes → (PyCaret's leaderboard column, higher is better).
+METRICS: dict[str, dict[str, tuple[str, bool]]] = {
+    "classification": {
+        "auc": ("AUC", True),
+        "accuracy": ("Accuracy", True),
+        "f1": ("F1", True),
+        "recall": ("Recall", True),
+        "precision": ("Prec.", True),
+    },
+    "regression": {
+        "mae": ("MAE", False),
+        "mse": ("MSE", False),
+        "rmse": ("RMSE", False),
+        "r2": ("R2", True),
+    },
+    "clustering": {"silhouette": ("Silhouette", True)},
+}
+
+# PyCaret estimator ids per task and the family each belongs to (candidates must span ≥ 3).
+ESTIMATORS: dict[str, dict[str, str]] = {
+    "classification": {
+        "lr": "linear",
+        "ridge": "linear",
+        "lda": "linear",
+        "svm": "linear",
+        "dt": "tree",
+        "rf": "bagging",
+        "et": "bagging",
+        "lightgbm": "boosting",
+        "gbc": "boosting",
+        "ada": "boosting",
+        "knn": "neighbors",
+        "nb": "bayes",
+        "qda": "bayes",
+        "mlp": "neural",
+        "dummy": "baseline",
+    },
+    "regression": {
+        "lr": "linear",
+        "ridge": "linear",
+        "lasso": "linear",
+        "en": "linear",
+        "br": "linear",
+        "huber": "linear",
+        "dt": "tree",
+        "rf": "bagging",
+        "et": "bagging",
+        "lightgbm": "boosting",
+        "gbr": "boosting",
+        "ada": "boosting",
+        "knn": "neighbors",
+        "mlp": "neural",
+        "dummy": "baseline",
+    },
+    "clustering": {
+        "kmeans": "centroid",
+        "birch": "hierarchical",
+        "hclust": "hierarchical",
+        "dbscan": "density",
+        "optics": "density",
+        "meanshift": "density",
+        "sc": "spectral",
+        "ap": "exemplar",
+    },
+}
+MIN_FAMILIES = 3
+IMPUTATIONS = ("mean", "median", "mode", "drop")
+
+
+def _fail(model: str, field_name: str, message: str) -> DeclarationError:
+    separator = "" if message.startswith("=") else " "
+    return DeclarationError(f"ModelSpec {model!r}: {field_name}{separator}{message}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What PyCaret's setup does to the features before the estimators see them.
+
+    `numeric_imputation` is "mean", "median", "mode" or a number; 0 fits features whose
+    null means "no activity" (the sample world's counts).
+    """
+
+    numeric_imputation: str | float = "median"
+    categorical_imputation: str = "mode"
+    normalize: bool = False
+    normalize_method: Literal["zscore", "minmax", "maxabs", "robust"] = "zscore"
+    fix_imbalance: bool = False
+    remove_multicollinearity: float | None = None
+    max_encoding_ohe: int = 25
+
+    def check(self, model: str) -> None:
+        imputation = self.numeric_imputation
+        if isinstance(imputation, bool) or not (
+            imputation in IMPUTATIONS
+            or (isinstance(imputation, int | float) and math.isfinite(imputation))
+        ):
+            raise _fail(
+                model,
+                "preprocessing.numeric_imputation",
+                f"={imputation!r} is not valid; use one of {', '.join(IMPUTATIONS)} or a number",
+            )
+        if not isinstance(self.categorical_imputation, str) or not self.categorical_imputation:
+            raise _fail(
+                model, "preprocessing.categorical_imputation", "must be 'mode' or a fill value"
+            )
+        if self.normalize_method not in ("zscore", "minmax", "maxabs", "robust"):
+            raise _fail(
+                model,
+                "preprocessing.normalize_method",
+                f"={self.normalize_method!r}: use zscore, minmax, maxabs or robust",
+            )
+        if self.remove_multicollinearity is not None and not 0 < self.remove_multicollinearity <= 1:
+            raise _fail(
+                model, "preprocessing.remove_multicollinearity", "must be a threshold in (0, 1]"
+            )
+        if self.max_encoding_ohe < 0:
+            raise _fail(model, "preprocessing.max_encoding_ohe", "must be ≥ 0")
+
+    def setup_kwargs(self, task: str) -> dict[str, Any]:
+        """The keyword arguments of PyCaret's `setup` these options stand for."""
+        kwargs: dict[str, Any] = {
+            "numeric_imputation": self.numeric_imputation,
+            "categorical_imputation": self.categorical_imputation,
+            "normalize": self.normalize,
+            "normalize_method": self.normalize_method,
+            "max_encoding_ohe": self.max_encoding_ohe,
+        }
+        if self.remove_multicollinearity is not None:
+            kwargs["remove_multicollinearity"] = True
+            kwargs["multicollinearity_threshold"] = self.remove_multicollinearity
+        if task == "classification" and self.fix_imbalance:
+            kwargs["fix_imbalance"] = True
+        return kwargs
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """When a candidate replaces the champion.
+
+    The candidate is promoted when the one-sided (1 − significance) lower confidence bound of
+    its improvement in the deciding metric over the champion, on the same later held-out slice,
+    exceeds `min_improvement` — that is, when the paired test rejects "improvement ≤
+    min_improvement" at the significance level. `test="mcnemar"` (classification) decides on
+    accuracy with an exact McNemar test instead. Clustering also requires the candidate's
+    assignment stability (adjusted Rand index) to reach `min_stability`.
+    """
+
+    min_improvement: float = 0.0
+    significance: float = 0.05
+    test: Literal["paired_bootstrap", "mcnemar"] = "paired_bootstrap"
+    n_bootstrap: int = 1000
+    min_stability: float = 0.5
+
+    def check(self, model: str, task: str) -> None:
+        if not 0 < self.significance < 0.5:
+            raise _fail(
+                model, "promotion.significance", f"={self.significance!r} must be in (0, 0.5)"
+            )
+        if not math.isfinite(self.min_improvement) or self.min_improvement < 0:
+            raise _fail(model, "promotion.min_improvement", "must be a finite number ≥ 0")
+        if self.test not in ("paired_bootstrap", "mcnemar"):
+            raise _fail(
+                model, "promotion.test", f"={self.test!r}: use 'paired_bootstrap' or 'mcnemar'"
+            )
+        if self.test == "mcnemar" and task != "classification":
+            raise _fail(model, "promotion.test", "'mcnemar' applies to classification only")
+        if self.n_bootstrap < 100:
+            raise _fail(model, "promotion.n_bootstrap", "must be at least 100")
+        if not -1 <= self.min_stability <= 1:
+            raise _fail(model, "promotion.min_stability", "is an adjusted Rand index in [-1, 1]")
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """Which rows of the training set train the model and which later rows judge it.
+
+    The held-out slice is the last `holdout_days` of label time; training rows end `gap_days`
+    before it (set it to the label horizon so no training label's outcome window overlaps the
+    slice) and reach back `train_days` (None: to the start). Both slices are sampled down to at
+    most `max_train_rows` / `max_holdout_rows` rows to bound the cost.
+    """
+
+    holdout_days: int = 21
+    train_days: int | None = None
+    gap_days: int = 0
+    max_train_rows: int = 20_000
+    max_holdout_rows: int = 20_000
+
+    def check(self, model: str) -> None:
+        if self.holdout_days < 1:
+            raise _fail(model, "window.holdout_days", "must be at least 1 day")
+        if self.train_days is not None and self.train_days < 1:
+            raise _fail(model, "window.train_days", "must be at least 1 day (or None for all)")
+        if self.gap_days < 0:
+            raise _fail(model, "window.gap_days", "must be ≥ 0")
+        for name in ("max_train_rows", "max_holdout_rows"):
+            if getattr(self, name) < 100:
+                raise _fail(model, f"window.{name}", "must be at least 100")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model Mallard trains, judges and serves.
+
+    `features` defaults to every feature of `feature_service`; `label` is a label column of
+    `training_set` (none for clustering); `metric` decides both the leaderboard and promotion;
+    `estimators` are PyCaret ids from at least three families, `estimator_params` overrides
+    their constructor arguments (e.g. fewer trees); `time_budget` (seconds) bounds the model
+    comparison.
+    """
+
+    name: str
+    task: Task
+    training_set: str
+    feature_service: str
+    metric: str
+    estimators: Sequence[str]
+    label: str | None = None
+    features: Sequence[str] | None = None
+    estimator_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    folds: int = 3
+    time_budget: float = 60.0
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    promotion: PromotionRule = field(default_factory=PromotionRule)
+    window: TrainingWindow = field(default_factory=TrainingWindow)
+    num_clusters: int = 4
+    seed: int = 7
+    description: str = ""
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        check_identifier("ModelSpec", self.name)
+        name = self.name
+        if self.task not in TASKS:
+            raise _fail(
+                name, "task", f"={self.task!r} is unknown; choose one of {', '.join(TASKS)}"
+            )
+        if self.task == "clustering":
+            if self.label is not None:
+                raise _fail(name, "label", "must be None for clustering (it learns no label)")
+        elif not self.label:
+            raise _fail(name, "label", f"is required for {self.task}")
+        metrics = METRICS[self.task]
+        if self.metric not in metrics:
+            raise _fail(
+                name,
+                "metric",
+                f"={self.metric!r} is not a {self.task} metric; choose one of {', '.join(metrics)}",
+            )
+        known = ESTIMATORS[self.task]
+        if isinstance(self.estimators, str) or not self.estimators:
+            raise _fail(name, "estimators", "must list PyCaret estimator ids")
+        for estimator in self.estimators:
+            if estimator not in known:
+                raise _fail(
+                    name,
+                    "estimators",
+                    f"holds {estimator!r}, which is not a {self.task} estimator "
+                    f"({', '.join(sorted(known))})",
+                )
+        if len(set(self.estimators)) != len(self.estimators):
+            raise _fail(name, "estimators", "lists an estimator twice")
+        families = {known[e] for e in self.estimators}
+        if len(families) < MIN_FAMILIES:
+            raise _fail(
+                name,
+                "estimators",
+                f"span {len(families)} famil{'y' if len(families) == 1 else 'ies'} "
+                f"({', '.join(sorted(families))}); compare at least {MIN_FAMILIES}",
+            )
+        for estimator in self.estimator_params:
+            if estimator not in self.estimators:
+                raise _fail(
+                    name, "estimator_params", f"sets {estimator!r}, which is not in estimators"
+                )
+        if isinstance(self.time_budget, bool) or not (
+            isinstance(self.time_budget, int | float)
+            and math.isfinite(self.time_budget)
+            and self.time_budget > 0
+        ):
+            raise _fail(
+                name, "time_budget", f"={self.time_budget!r} must be a number of seconds > 0"
+            )
+        if not isinstance(self.folds, int) or not 2 <= self.folds <= 20:
+            raise _fail(name, "folds", f"={self.folds!r} must be an integer from 2 to 20")
+        if self.task == "clustering" and not 2 <= self.num_clusters <= 50:
+            raise _fail(name, "num_clusters", "must be from 2 to 50")
+        if self.features is not None:
+            if isinstance(self.features, str) or not self.features:
+                raise _fail(name, "features", "must list feature names (or be None for all)")
+            if len(set(self.features)) != len(self.features):
+                raise _fail(name, "features", "lists a feature twice")
+        self.preprocessing.check(name)
+        self.promotion.check(name, self.task)
+        self.window.check(name)
+
+    @property
+    def leaderboard_metric(self) -> str:
+        """PyCaret's column name for the deciding metric."""
+        return METRICS[self.task][self.metric][0]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.task][self.metric][1]
+
+    @property
+    def families(self) -> dict[str, str]:
+        return {e: ESTIMATORS[self.task][e] for e in self.estimators}
+
+    def describe(self) -> dict[str, Any]:
+        """A flat, JSON-friendly view of the declaration (logged as MLflow parameters)."""
+        return {
+            "task": self.task,
+            "training_set": self.training_set,
+            "feature_service": self.feature_service,
+            "label": self.label or "",
+            "metric": self.metric,
+            "estimators": ",".join(self.estimators),
+            "estimator_params": repr(dict(self.estimator_params)),
+            "folds": self.folds,
+            "time_budget_s": self.time_budget,
+            "seed": self.seed,
+            "num_clusters": self.num_clusters if self.task == "clustering" else "",
+            **{f"preprocessing.{k}": v for k, v in vars(self.preprocessing).items()},
+            **{f"promotion.{k}": v for k, v in vars(self.promotion).items()},
+            **{f"window.{k}": v for k, v in vars(self.window).items()},
+        }
+
+
+class ModelCatalog:
+    """The deployment's models, each checked against the feature registry and training sets.
+
+    `features` of each model resolve to feature names of its service (`None` means all of them).
+    """
+
+    def __init__(
+        self,
+        models: Iterable[ModelSpec],
+        registry: FeatureRegistry,
+        training_sets: Iterable[TrainingSetSpec],
+    ) -> None:
+        sets = {spec.name: spec for spec in training_sets}
+        self._models: dict[str, ModelSpec] = {}
+        self._features: dict[str, list[str]] = {}
+        for model in models:
+            if not isinstance(model, ModelSpec):
+                raise DeclarationError(f"ModelCatalog: {model!r} is not a ModelSpec")
+            if model.name in self._models:
+                raise _fail(model.name, "name", "is declared twice")
+            if model.feature_service not in registry.services:
+                raise _fail(
+                    model.name,
+                    "feature_service",
+                    f"={model.feature_service!r} is not a declared feature service "
+                    f"({', '.join(sorted(registry.services))})",
+                )
+            training_set = sets.get(model.training_set)
+            if training_set is None:
+                raise _fail(
+                    model.name,
+                    "training_set",
+                    f"={model.training_set!r} is not a declared training set "
+                    f"({', '.join(sorted(sets))})",
+                )
+            if training_set.service != model.feature_service:
+                raise _fail(
+                    model.name,
+                    "training_set",
+                    f"{model.training_set!r} is built from service {training_set.service!r}, "
+                    f"not {model.feature_service!r}",
+                )
+            if model.label is not None and model.label not in training_set.labels:
+                raise _fail(
+                    model.name,
+                    "label",
+                    f"={model.label!r} is not a label of training set {model.training_set!r} "
+                    f"({', '.join(training_set.labels)})",
+                )
+            served = [
+                ref.feature.name
+                for ref in registry.resolve(
+                    [model.feature_service], owner=f"ModelSpec {model.name!r}"
+                )
+            ]
+            if model.features is None:
+                chosen = served
+            else:
+                missing = [f for f in model.features if f not in served]
+                if missing:
+                    raise _fail(
+                        model.name,
+                        "features",
+                        f"{', '.join(map(repr, missing))} not served by feature service "
+                        f"{model.feature_service!r} (it serves {', '.join(served)})",
+                    )
+                chosen = list(model.features)
+            self._models[model.name] = model
+            self._features[model.name] = chosen
+        self.feature_types: dict[str, str] = {
+            ref.feature.name: ref.feature.type
+            for service in {m.feature_service for m in self._models.values()}
+            for ref in registry.resolve([service])
+        }
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise KeyError(
+                f"no model named {name!r} is declared (models: {', '.join(self._models) or 'none'})"
+            ) from None
+
+    def features(self, name: str) -> list[str]:
+        """The feature columns model `name` trains on, in service order."""
+        self.get(name)
+        return list(self._features[name])
