@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     end_date: dt.date | None = None
     llm_threads: int = 2
     alert_webhook_url: str | None = None
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     @field_validator("home", mode="after")
     @classmethod

@@ -61,6 +61,7 @@ def run_demo(
     steps = [
         ("ingest_sources", {}),
         ("build_features", {RANGE_START: first, RANGE_END: last}),
+        ("load_online_store", {}),
         ("build_training_sets", {}),
     ]
     with dg.DagsterInstance.get() as instance:

@@ -145,3 +145,68 @@ def historical(
     click.echo(
         f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s ({', '.join(versions.values())})"
     )
+
+
+@features.command("materialize")
+@click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
+def materialize(views: tuple[str, ...]) -> None:
+    """Load the newest offline values into the online store (incremental)."""
+    from tqdm import tqdm
+
+    from mallard.features.materialize import materialize_online, open_configured_store
+
+    registry, settings = _registry(), get_settings()
+    chosen = list(views) or list(registry.views)
+    with open_configured_store(settings) as store, tqdm(total=len(chosen), unit="view") as bar:
+
+        def progress(message: str) -> None:
+            bar.write(message)
+            bar.update(1)
+
+        materialize_online(registry, settings, store, chosen, progress=progress)
+
+
+def _parse_key(text: str) -> dict[str, object]:
+    key: dict[str, object] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{text!r}: use name=value[,name=value]", param_hint="--key")
+        key[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return key
+
+
+@features.command("online")
+@click.option(
+    "--key",
+    "keys",
+    required=True,
+    multiple=True,
+    help="Entity key, e.g. customer_id=42 (repeatable).",
+)
+@click.option(
+    "--features", "references", required=True, multiple=True, help="A service name or view:feature."
+)
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="Judge staleness at this UTC time (YYYY-MM-DDTHH:MM), default now.",
+)
+def online(keys: tuple[str, ...], references: tuple[str, ...], at: str | None) -> None:
+    """Read features for entity keys from the online store (stale values are null)."""
+    import json
+
+    from mallard.features.materialize import get_online_features, open_configured_store
+
+    registry, settings = _registry(), get_settings()
+    entity_keys = [_parse_key(k) for k in keys]
+    try:
+        with open_configured_store(settings) as store:
+            now = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC) if at else None
+            result = get_online_features(store, registry, entity_keys, list(references), now=now)
+    except DeclarationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for i, row in enumerate(result.rows()):
+        status = {view: states[i] for view, states in result.status.items()}
+        click.echo(json.dumps({**row, "_status": status}, default=str))

@@ -1,0 +1,123 @@
+"""Online materialization: incremental, newest value per key, ttl on read, same on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from catalog.features import REGISTRY, usage_7d
+from mallard.cli import main
+from mallard.config import load_settings
+from mallard.features.materialize import (
+    get_online_features,
+    materialize_online,
+    open_configured_store,
+)
+from mallard.features.offline.store import write_view_partitions
+from mallard.features.online import open_online_store
+from mallard.features.versions import register_version
+
+FEATURES = usage_7d.feature_names
+
+
+def _day_rows(day: dt.date, customers: list[int], minutes: float) -> pd.DataFrame:
+    end = pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")
+    n = len(customers)
+    return pd.DataFrame(
+        {
+            "customer_id": customers,
+            "event_timestamp": [end] * n,
+            "created_timestamp": [end] * n,
+            "minutes_7d": [minutes + c for c in customers],
+            "sessions_7d": [3] * n,
+            "errors_7d": [0] * n,
+            "active_days_7d": [2] * n,
+            "error_rate_7d": [0.0] * n,
+        }
+    )
+
+
+@pytest.fixture
+def usage_table(mallard_home: Path):
+    settings = load_settings()
+    version = register_version(settings, usage_7d)
+    write_view_partitions(
+        version.table_path,
+        {
+            dt.date(2026, 6, 1): _day_rows(dt.date(2026, 6, 1), [1, 2, 3], 100.0),
+            dt.date(2026, 6, 2): _day_rows(dt.date(2026, 6, 2), [1, 2], 200.0),
+        },
+        join_keys=["customer_id"],
+    )
+    return settings, version
+
+
+def test_incremental_and_newest_wins(usage_table) -> None:
+    settings, version = usage_table
+    with open_configured_store(settings) as store:
+        first = materialize_online(REGISTRY, settings, store, ["usage_7d"])
+        assert (first[0].rows_read, first[0].keys_applied) == (3, 3)
+        assert materialize_online(REGISTRY, settings, store, ["usage_7d"])[0].rows_read == 0
+        write_view_partitions(
+            version.table_path,
+            {dt.date(2026, 6, 3): _day_rows(dt.date(2026, 6, 3), [2], 300.0)},
+            join_keys=["customer_id"],
+        )
+        third = materialize_online(REGISTRY, settings, store, ["usage_7d"])
+        assert (third[0].rows_read, third[0].keys_applied) == (1, 1)
+        now = dt.datetime(2026, 6, 4, 12, tzinfo=dt.UTC)
+        result = get_online_features(
+            store,
+            REGISTRY,
+            [{"customer_id": c} for c in (1, 2, 3, 4)],
+            ["usage_7d:minutes_7d", "usage_7d:sessions_7d"],
+            now=now,
+        )
+    assert result.values["minutes_7d"] == [201.0, 302.0, None, None]
+    assert result.status["usage_7d"] == ["present", "present", "stale", "missing"]
+    assert isinstance(result.values["sessions_7d"][0], int)
+
+
+def test_backends_agree(usage_table, redis_url: str) -> None:
+    settings, _ = usage_table
+    now = dt.datetime(2026, 6, 3, 23, tzinfo=dt.UTC)
+    keys = [{"customer_id": c} for c in (3, 1, 9, 2)]
+    results = []
+    with open_online_store("sqlite", path=str(settings.home / "o.sqlite")) as sqlite_store:
+        materialize_online(REGISTRY, settings, sqlite_store, ["usage_7d"])
+        results.append(get_online_features(sqlite_store, REGISTRY, keys, ["usage_7d:*"], now=now))
+    with open_online_store("redis", url=redis_url, prefix="mat-test") as redis_store:
+        materialize_online(REGISTRY, settings, redis_store, ["usage_7d"])
+        results.append(get_online_features(redis_store, REGISTRY, keys, ["usage_7d:*"], now=now))
+    assert results[0].rows() == results[1].rows()
+    assert results[0].status == results[1].status
+    assert results[0].values["minutes_7d"] == [103.0, 201.0, None, 202.0]
+    assert results[0].status["usage_7d"] == ["present", "present", "missing", "present"]
+
+
+def test_cli_reads_online_values(usage_table) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["features", "materialize"]).exit_code == 0
+    result = runner.invoke(
+        main,
+        [
+            "features",
+            "online",
+            "--key",
+            "customer_id=2",
+            "--features",
+            "usage_7d:minutes_7d",
+            "--at",
+            "2026-06-03T12:00",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert '"minutes_7d": 202.0' in result.output and '"usage_7d": "present"' in result.output
+    bad = runner.invoke(
+        main, ["features", "online", "--key", "customer_id=2", "--features", "usage_7d:nope"]
+    )
+    assert bad.exit_code == 1 and "has no feature 'nope'" in bad.output
