@@ -63,3 +63,28 @@ def test_missing_multipart_model_fails_over_to_smollm2(make_client, settings):
     assert reply.endpoint == "tiny" and reply.endpoints_tried == ["big", "tiny"]
     with pytest.raises(ModelFileError, match="2 of 2 part packages are not installed"):
         absent.locate(settings.models_dir)
+
+
+def test_support_assistant_chain_on_smollm2(settings, hashed_helpcentre):
+    from tests_paths import CATALOG_PROMPTS
+
+    from catalog.chains import CHAINS
+    from catalog.llm import ENDPOINTS
+    from mallard.llm.chains.runner import ChainRunner
+    from mallard.llm.client import LLMClient
+    from mallard.llm.prompts import PromptRegistry, sync_prompt_files
+    from mallard.llm.tracing import read_traces
+
+    registry = PromptRegistry.default(settings)
+    sync_prompt_files(registry, CATALOG_PROMPTS)
+    client = LLMClient(ENDPOINTS, settings=settings, exact_cache=False)
+    runner = ChainRunner(client, registry, retrievers={"helpcentre": hashed_helpcentre})
+    batch = runner.run_batch(CHAINS["support_assistant"], [{"question": "How do I fix error PS-2001?", "id": "Q-x"}],
+                             run_id="demo-test")
+    (item,) = batch.items
+    assert item.status == "ok" and item.output.strip(), item.error
+    assert item.steps["retrieve"].output["ids"][0] == "HC-023"
+    assert batch.summary.prompt_tokens > 100 and batch.summary.cost_usd == 0
+    (trace,) = read_traces(settings.lake_dir / "traces")
+    assert (trace["prompt_name"], trace["prompt_version"], trace["endpoint"]) == ("support_assistant", 1, "smollm2-local")
+    assert trace["retrieved_ids"][0] == "HC-023" and trace["input"] == "How do I fix error PS-2001?"

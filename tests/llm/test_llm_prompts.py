@@ -4,9 +4,9 @@ rendering, and last-known-good fallback when the store is unreadable."""
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
+from tests_paths import CATALOG_PROMPTS  # noqa: E402
 
 from mallard.llm.errors import (
     PromptError,
@@ -15,8 +15,6 @@ from mallard.llm.errors import (
     PromptStoreUnavailableError,
 )
 from mallard.llm.prompts import PromptRegistry, PromptTemplate, sync_prompt_files
-
-CATALOG_PROMPTS = Path(__file__).resolve().parents[2] / "catalog" / "prompts"
 
 
 def template(text: str = "Answer {{ question }} using {{ context }}", **overrides) -> PromptTemplate:
