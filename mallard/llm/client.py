@@ -294,6 +294,13 @@ class LLMClient:
         remaining = self.ledger.remaining(run_id or self.run_id, user_id) if self.ledger else None
         return CostEstimate(endpoint, calls, prompt_tokens, completion_tokens, low, high, remaining)
 
+    async def aclose(self) -> None:
+        """Close the HTTP connections this event loop opened (call before the loop ends)."""
+        for state in list(self._states.values()):
+            closer = getattr(state.provider, "aclose", None)
+            if closer is not None:
+                await closer()
+
     def flush(self) -> int:
         """Write buffered trace rows now."""
         return self.traces.flush() if self.traces else 0

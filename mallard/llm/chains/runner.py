@@ -321,11 +321,24 @@ class ChainRunner:
         return BatchResult(chain.name, run_id, results, self._summary(chain, run_id, results, wall, written))
 
     def run_batch(self, chain: Chain, items: Sequence[Mapping[str, Any]], **kwargs: Any) -> BatchResult:
-        """Synchronous `arun_batch` (for asset bodies and the CLI)."""
-        return asyncio.run(self.arun_batch(chain, items, **kwargs))
+        """Synchronous `arun_batch` (for asset bodies and the CLI), in its own event loop."""
+        async def main() -> BatchResult:
+            try:
+                return await self.arun_batch(chain, items, **kwargs)
+            finally:
+                await self.client.aclose()
+
+        return asyncio.run(main())
 
     def run(self, chain: Chain, item: Mapping[str, Any], **kwargs: Any) -> ItemResult:
-        return asyncio.run(self.arun_item(chain, item, **kwargs))
+        """Synchronous `arun_item`, in its own event loop."""
+        async def main() -> ItemResult:
+            try:
+                return await self.arun_item(chain, item, **kwargs)
+            finally:
+                await self.client.aclose()
+
+        return asyncio.run(main())
 
     @staticmethod
     def _summary(chain: Chain, run_id: str, results: list[ItemResult], wall: float, dead: int) -> RunSummary:
