@@ -79,7 +79,6 @@ def support_assistant_demo(context: dg.AssetExecutionContext, lake: LakeResource
     table. Metadata: cost, tokens and latency per step, and the answers."""
     from catalog.chains import CHAINS, CORPORA, HELPCENTRE
     from catalog.llm import DEMO_ENDPOINT, ENDPOINTS
-
     from mallard.llm.chains.runner import ChainRunner
     from mallard.llm.client import LLMClient
     from mallard.llm.prompts import PromptRegistry
