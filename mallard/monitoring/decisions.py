@@ -53,7 +53,9 @@ def decide_retrain(
             f"{last_retrain_day + dt.timedelta(days=policy.cooldown_days)}",
             latest.day,
         )
-    drifting = [o for o in observations if o.drift_share is not None and o.drift_share >= policy.drift_share]
+    drifting = [
+        o for o in observations if o.drift_share is not None and o.drift_share >= policy.drift_share
+    ]
     if len(drifting) >= policy.min_days_observed:
         worst = max(drifting, key=lambda o: o.drift_share or 0.0)
         features = ", ".join(worst.drifted) or "?"
@@ -64,8 +66,11 @@ def decide_retrain(
             "drift",
         )
     dropping = [
-        o for o in observations
-        if o.auc is not None and o.baseline_auc is not None and o.baseline_auc - o.auc > policy.max_auc_drop
+        o
+        for o in observations
+        if o.auc is not None
+        and o.baseline_auc is not None
+        and o.baseline_auc - o.auc > policy.max_auc_drop
     ]
     if dropping:
         worst = min(dropping, key=lambda o: (o.auc or 0.0) - (o.baseline_auc or 0.0))

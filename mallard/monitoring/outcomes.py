@@ -50,37 +50,67 @@ def join_outcomes(
     ).fetch_df()
     con.close()
     labels["entity_key"] = [
-        json.dumps({k: (int(v) if hasattr(v, "__int__") and not isinstance(v, str) else v) for k, v in row.items()})
+        json.dumps(
+            {
+                k: (int(v) if hasattr(v, "__int__") and not isinstance(v, str) else v)
+                for k, v in row.items()
+            }
+        )
         for row in labels[key_columns].to_dict("records")
     ]
-    merged = predictions.merge(labels[["entity_key", "timestamp", "label"]], on=["entity_key", "timestamp"], how="inner")
+    merged = predictions.merge(
+        labels[["entity_key", "timestamp", "label"]], on=["entity_key", "timestamp"], how="inner"
+    )
     return merged
 
 
-def replace_outcomes(settings: Settings, frame: pd.DataFrame, model_name: str, day: dt.date) -> None:
+def replace_outcomes(
+    settings: Settings, frame: pd.DataFrame, model_name: str, day: dt.date
+) -> None:
     """Store one model's outcomes for a day, replacing that slice in one commit."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
     path = outcomes_path(settings)
-    columns = ["entity_key", "timestamp", "day", "model_name", "model_version", "role", "prediction", "score", "label"]
+    columns = [
+        "entity_key",
+        "timestamp",
+        "day",
+        "model_name",
+        "model_version",
+        "role",
+        "prediction",
+        "score",
+        "label",
+    ]
     table = pa.Table.from_pandas(frame[columns].astype({"label": "float64"}), preserve_index=False)
     if DeltaTable.is_deltatable(path):
-        write_deltalake(path, table, mode="overwrite",
-                        predicate=f"day = '{day.isoformat()}' AND model_name = '{model_name}'")
+        write_deltalake(
+            path,
+            table,
+            mode="overwrite",
+            predicate=f"day = '{day.isoformat()}' AND model_name = '{model_name}'",
+        )
     else:
         write_deltalake(path, table, mode="append", partition_by=["day"])
 
 
-def read_outcomes(settings: Settings, model_name: str, role: str | None = None,
-                  first_day: dt.date | None = None, last_day: dt.date | None = None) -> pd.DataFrame:
+def read_outcomes(
+    settings: Settings,
+    model_name: str,
+    role: str | None = None,
+    first_day: dt.date | None = None,
+    last_day: dt.date | None = None,
+) -> pd.DataFrame:
     """Stored outcomes of a model (optionally one role and a day range)."""
     import pandas as pd
     from deltalake import DeltaTable
 
     path = outcomes_path(settings)
     if not DeltaTable.is_deltatable(path):
-        return pd.DataFrame(columns=["day", "model_version", "role", "prediction", "score", "label"])
+        return pd.DataFrame(
+            columns=["day", "model_version", "role", "prediction", "score", "label"]
+        )
     filters = [("model_name", "=", model_name)]
     if role:
         filters.append(("role", "=", role))

@@ -22,9 +22,16 @@ def daily_metrics(outcomes: pd.DataFrame, task: str) -> pd.DataFrame:
     )
 
     rows = []
-    for (day, role, version), group in outcomes.groupby(["day", "role", "model_version"], sort=True):
+    for (day, role, version), group in outcomes.groupby(
+        ["day", "role", "model_version"], sort=True
+    ):
         y = group["label"].to_numpy(dtype=float)
-        row: dict[str, object] = {"day": day, "role": role, "model_version": version, "rows": len(group)}
+        row: dict[str, object] = {
+            "day": day,
+            "role": role,
+            "model_version": version,
+            "rows": len(group),
+        }
         if task == "classification":
             score = group["score"].to_numpy(dtype=float)
             row["positives"] = int(y.sum())
@@ -40,7 +47,9 @@ def daily_metrics(outcomes: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def quality_report(outcomes: pd.DataFrame, reference: pd.DataFrame | None, task: str, html_path: Path) -> str:
+def quality_report(
+    outcomes: pd.DataFrame, reference: pd.DataFrame | None, task: str, html_path: Path
+) -> str:
     """Evidently's classification or regression preset on the outcomes, saved as HTML."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
     from evidently.presets import ClassificationPreset, RegressionPreset
@@ -51,15 +60,25 @@ def quality_report(outcomes: pd.DataFrame, reference: pd.DataFrame | None, task:
         frame["label"] = frame["label"].astype(int)
         frame["prediction"] = frame["prediction"].astype(int)
         definition = DataDefinition(
-            classification=[BinaryClassification(target="label", prediction_labels="prediction", prediction_probas="score")],
+            classification=[
+                BinaryClassification(
+                    target="label", prediction_labels="prediction", prediction_probas="score"
+                )
+            ],
             numerical_columns=["score"],
         )
         preset = ClassificationPreset()
     else:
-        definition = DataDefinition(regression=[Regression(target="label", prediction="prediction")])
+        definition = DataDefinition(
+            regression=[Regression(target="label", prediction="prediction")]
+        )
         preset = RegressionPreset()
     current = Dataset.from_pandas(frame, data_definition=definition)
-    ref = Dataset.from_pandas(reference[columns], data_definition=definition) if reference is not None else None
+    ref = (
+        Dataset.from_pandas(reference[columns], data_definition=definition)
+        if reference is not None
+        else None
+    )
     snapshot = Report([preset]).run(current, ref)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))

@@ -1,0 +1,397 @@
+"""Monitoring assets per watched model: daily predictions, drift, outcomes and performance.
+
+One set per `MonitoringSpec` in catalog/monitoring.py. All are daily partitioned with single-run
+backfills, so a month of days imports Evidently and MLflow once.
+"""
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+
+from assets.features import BACKFILL_CHUNK_DAYS, _days, _markdown_table, daily_partitions
+from catalog.monitoring import MONITORED
+from mallard.monitoring.specs import MonitoringSpec
+from resources.lake import LakeResource
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+
+_ = BACKFILL_CHUNK_DAYS
+
+
+def _png_markdown(path) -> str:
+    import base64
+
+    data = base64.b64encode(open(path, "rb").read()).decode()
+    return f"![plot](data:image/png;base64,{data})"
+
+
+def _trend_plot(rows: list[dict], value_label: str, threshold: float | None, out) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
+    ax.plot([r["day"] for r in rows], [r["value"] for r in rows], marker=".", lw=1)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label="threshold")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylabel(value_label)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return _png_markdown(out)
+
+
+def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
+    """Predictions, drift, outcomes and performance assets (and their checks) for one model."""
+    from catalog.features import REGISTRY, TRAINING_SETS
+    from catalog.models import MODELS
+
+    spec = MODELS.get(mon.model)
+    features = MODELS.features(mon.model)
+    training_set = next(t for t in TRAINING_SETS if t.name == spec.training_set)
+    service_views = sorted({ref.view.name for ref in REGISTRY.resolve([spec.feature_service])})
+    name = mon.model
+    common = dict(
+        group_name="monitoring",
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+
+    @dg.asset(
+        name=f"{name}_predictions",
+        description=f"Each day's active customers scored by the {name} champion (and, after a "
+        "promotion, by the previous champion in shadow), appended to the prediction log.",
+        deps=[*service_views, f"{name}_champion"],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "input_quality",
+                asset=f"{name}_predictions",
+                description="Nulls and out-of-range values against training statistics.",
+            )
+        ],
+        kinds={"mlflow", "delta"},
+        **common,
+    )
+    def predictions(context: dg.AssetExecutionContext, lake: LakeResource):
+        import pandas as pd
+
+        from mallard.models.loading import load_version, resolve_version
+        from mallard.models.registry import client, history
+        from mallard.models.statistics import load_training_statistics
+        from mallard.monitoring import predictions as log
+        from mallard.monitoring.scoring import active_entities, day_start, features_for, predict
+
+        settings = lake.settings()
+        champion = load_version(settings, name, resolve_version(settings, name))
+        stack = history(client(settings), name)
+        previous = [v for v in stack if v != champion.version]
+        logged = log.read_predictions(settings, name, role="champion")
+        first_day = (
+            logged.loc[logged["model_version"] == str(champion.version), "day"].min()
+            if len(logged)
+            else None
+        )
+        stats = load_training_statistics(settings, name, champion.version)
+        total = 0
+        problems: dict[str, int] = {}
+        shadow_version = None
+        for day in _days(context):
+            entities = active_entities(REGISTRY, settings, mon.active_view, day)
+            if entities.empty:
+                context.log.warning(f"{name}: no active entities on {day}")
+                continue
+            rows = features_for(REGISTRY, settings, spec.feature_service, features, entities)
+            keys = rows[[c for c in entities.columns if c != "event_timestamp"]]
+            scored = [("champion", champion)]
+            in_shadow = (
+                first_day is None or pd.isna(first_day) or (day - first_day).days < mon.shadow_days
+            )
+            if previous and in_shadow:
+                shadow = load_version(settings, name, previous[-1])
+                scored.append(("shadow", shadow))
+                shadow_version = shadow.version
+            for role, model in scored:
+                prediction, score = predict(model, rows[features])
+                table = log.to_log_table(
+                    keys,
+                    rows[features],
+                    prediction,
+                    score,
+                    timestamp=day_start(day),
+                    model_name=name,
+                    model_version=str(model.version),
+                    role=role,
+                    source="batch",
+                    run_id=context.run_id,
+                )
+                log.replace_batch(settings, table, name, role, day)
+            for issue in stats.check(rows[features]):
+                problems[issue.get("feature", "?")] = problems.get(
+                    issue.get("feature", "?"), 0
+                ) + int(issue.get("rows", 1))
+            total += len(rows)
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": total,
+                "champion_version": champion.version,
+                "shadow_version": shadow_version or "none",
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="input_quality",
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"issues_by_feature": dg.MetadataValue.json(problems)},
+            description="; ".join(f"{k}: {v}" for k, v in problems.items())
+            or "inputs within training ranges",
+        )
+
+    @dg.asset(
+        name=f"{name}_drift",
+        description=f"Evidently data drift of each day's {name} inputs against the champion's "
+        "training rows (sampled), with the HTML report and the drift-share trend.",
+        deps=[predictions.key],
+        check_specs=[dg.AssetCheckSpec("drift_share_below_threshold", asset=f"{name}_drift")],
+        kinds={"evidently"},
+        **common,
+    )
+    def drift(context: dg.AssetExecutionContext, lake: LakeResource):
+        import json
+
+        import pandas as pd
+
+        from mallard.models.loading import load_version, resolve_version
+        from mallard.monitoring import predictions as log
+        from mallard.monitoring import results
+        from mallard.monitoring.drift import DriftInputError, drift_report, report_path
+        from mallard.monitoring.scoring import training_reference
+
+        settings = lake.settings()
+        champion = load_version(settings, name, resolve_version(settings, name))
+        reference = training_reference(settings, champion)
+        numerical = [f for f in features if f not in champion.categorical]
+        latest = None
+        for day in _days(context):
+            logged = log.read_predictions(settings, name, day=day, role="champion")
+            if logged.empty:
+                results.record(
+                    settings,
+                    name,
+                    day,
+                    "drift",
+                    str(champion.version),
+                    None,
+                    {"problem": f"no predictions logged for {day}"},
+                )
+                continue
+            current = pd.DataFrame([json.loads(f) for f in logged["features"]])
+            try:
+                result = drift_report(
+                    reference,
+                    current,
+                    numerical,
+                    list(champion.categorical),
+                    mon.drift,
+                    html_path=report_path(settings.reports_dir, name, day),
+                    summary=False,
+                )
+            except DriftInputError as exc:
+                results.record(
+                    settings, name, day, "drift", str(champion.version), None, {"problem": str(exc)}
+                )
+                continue
+            results.record(
+                settings,
+                name,
+                day,
+                "drift",
+                str(champion.version),
+                result.share_drifted,
+                {
+                    "drifted": result.drifted,
+                    "problems": result.problems,
+                    "report": result.html_path,
+                },
+            )
+            latest = (day, result)
+            context.log.info(
+                f"{name} {day}: drift share {result.share_drifted:.2f} {sorted(result.drifted)}"
+            )
+        history_rows = [r for r in results.read(settings, name, "drift") if r["value"] is not None]
+        metadata: dict = {"days": len(_days(context))}
+        share = None
+        if latest is not None:
+            day, result = latest
+            share = result.share_drifted
+            metadata.update(
+                {
+                    "latest_day": day.isoformat(),
+                    "drift_share": share,
+                    "drifted_features": dg.MetadataValue.json(result.drifted),
+                    "input_problems": dg.MetadataValue.json(result.problems),
+                    "report": dg.MetadataValue.path(result.html_path or ""),
+                    "per_feature": dg.MetadataValue.md(
+                        _markdown_table(
+                            [
+                                {
+                                    "feature": c.column,
+                                    "method": c.method,
+                                    "score": round(c.score, 4),
+                                    "threshold": c.threshold,
+                                    "drifted": c.drifted,
+                                }
+                                for c in result.columns
+                            ]
+                        )
+                    ),
+                }
+            )
+        if history_rows:
+            metadata["drift_share_trend"] = dg.MetadataValue.md(
+                _trend_plot(
+                    history_rows,
+                    "drift share",
+                    mon.policy.drift_share,
+                    settings.reports_dir / "drift" / name / "trend.png",
+                )
+            )
+        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.AssetCheckResult(
+            check_name="drift_share_below_threshold",
+            passed=share is not None and share < mon.policy.drift_share,
+            metadata={
+                "drift_share": share if share is not None else -1.0,
+                "threshold": mon.policy.drift_share,
+            },
+            description="no drift result for the latest day"
+            if share is None
+            else f"drift share {share:.2f} (threshold {mon.policy.drift_share:.2f})",
+        )
+
+    @dg.asset(
+        name=f"{name}_outcomes",
+        description=f"{name} predictions joined with the labels that arrived "
+        f"{mon.label_delay_days} days later; a day is filled once its labels are known.",
+        deps=[predictions.key, training_set.label_source.name],
+        kinds={"delta"},
+        **common,
+    )
+    def outcomes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.monitoring import outcomes as out
+        from mallard.monitoring import predictions as log
+        from mallard.monitoring.scoring import day_start
+
+        settings = lake.settings()
+        days = _days(context)
+        as_of = day_start(days[-1] + dt.timedelta(days=mon.label_delay_days + 1))
+        keys = list(REGISTRY.views[mon.active_view].join_keys)
+        joined = 0
+        for day in days:
+            logged = log.read_predictions(settings, name, day=day)
+            frame = out.join_outcomes(
+                settings, logged, training_set.label_source, spec.label, keys, as_of
+            )
+            if frame.empty:
+                context.log.warning(f"{name}: no known outcomes for {day} yet")
+                continue
+            out.replace_outcomes(settings, frame, name, day)
+            joined += len(frame)
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": joined, "labels_known_by": as_of.isoformat()}
+        )
+
+    @dg.asset(
+        name=f"{name}_performance",
+        description=f"{name}'s daily {spec.metric} on outcomes (champion and shadow), the trend, "
+        "and Evidently's quality report of the latest day.",
+        deps=[outcomes.key],
+        check_specs=[dg.AssetCheckSpec("metric_within_tolerance", asset=f"{name}_performance")],
+        kinds={"evidently"},
+        **common,
+    )
+    def performance(context: dg.AssetExecutionContext, lake: LakeResource):
+        from mallard.models.loading import load_json_artifact, load_version, resolve_version
+        from mallard.monitoring import outcomes as out
+        from mallard.monitoring import results
+        from mallard.monitoring.performance import daily_metrics, quality_report
+
+        settings = lake.settings()
+        days = _days(context)
+        frame = out.read_outcomes(settings, name, first_day=days[0], last_day=days[-1])
+        champion = load_version(settings, name, resolve_version(settings, name))
+        evaluation = load_json_artifact(settings, champion.run_id, "evaluation.json") or {}
+        baseline = evaluation.get("candidate_metric")
+        metric = "auc" if spec.task == "classification" else "mae"
+        table = daily_metrics(frame, spec.task) if len(frame) else None
+        latest_value = None
+        if table is not None:
+            for row in table.to_dict("records"):
+                results.record(
+                    settings,
+                    name,
+                    row["day"],
+                    "performance",
+                    str(row["model_version"]),
+                    row.get(metric),
+                    {**row, "baseline": baseline},
+                    role=row["role"],
+                )
+            champion_rows = table[table["role"] == "champion"]
+            if len(champion_rows):
+                latest_value = float(champion_rows[metric].iloc[-1])
+        metadata: dict = {
+            "days_with_outcomes": 0 if table is None else int(table["day"].nunique()),
+            f"baseline_{metric}": baseline if baseline is not None else "unknown",
+        }
+        trend = [r for r in results.read(settings, name, "performance") if r["value"] is not None]
+        if trend:
+            metadata[f"{metric}_trend"] = dg.MetadataValue.md(
+                _trend_plot(
+                    trend,
+                    metric,
+                    baseline,
+                    settings.reports_dir / "performance" / name / "trend.png",
+                )
+            )
+        if table is not None and len(table):
+            metadata["daily"] = dg.MetadataValue.md(
+                _markdown_table(
+                    [
+                        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                        for r in table.tail(14).to_dict("records")
+                    ]
+                )
+            )
+            last_day = frame["day"].max()
+            html = quality_report(
+                frame[frame["day"] == last_day],
+                None,
+                spec.task,
+                settings.reports_dir / "performance" / name / f"{last_day}.html",
+            )
+            metadata["report"] = dg.MetadataValue.path(html)
+        yield dg.MaterializeResult(metadata=metadata)
+        drop = None if latest_value is None or baseline is None else baseline - latest_value
+        ok = drop is None or (drop <= mon.policy.max_auc_drop if metric == "auc" else True)
+        yield dg.AssetCheckResult(
+            check_name="metric_within_tolerance",
+            passed=bool(ok),
+            metadata={
+                "latest": latest_value if latest_value is not None else -1.0,
+                "baseline": baseline if baseline is not None else -1.0,
+            },
+            description="no outcomes yet"
+            if drop is None
+            else f"{metric} {latest_value:.3f} vs {baseline:.3f}",
+        )
+
+    return [predictions, drift, outcomes, performance]
+
+
+MONITORING_ASSETS = [a for mon in MONITORED for a in build_monitoring_assets(mon)]

@@ -1,0 +1,16 @@
+"""Which models are watched in production, and the rules that retrain or roll them back."""
+
+from mallard.monitoring.decisions import RetrainPolicy
+from mallard.monitoring.drift import DriftConfig
+from mallard.monitoring.specs import MonitoringSpec
+
+churn_monitoring = MonitoringSpec(
+    model="churn_classifier",
+    active_view="usage_7d",
+    drift=DriftConfig(sample_size=5_000),
+    policy=RetrainPolicy(drift_share=0.25, max_auc_drop=0.05, cooldown_days=14),
+    shadow_days=21,
+    label_delay_days=14,
+)
+
+MONITORED = [churn_monitoring]
