@@ -22,7 +22,7 @@ _ = BACKFILL_CHUNK_DAYS
 def _png_markdown(path) -> str:
     import base64
 
-    data = base64.b64encode(open(path, "rb").read()).decode()
+    data = base64.b64encode(path.read_bytes()).decode()
     return f"![plot](data:image/png;base64,{data})"
 
 
