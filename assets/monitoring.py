@@ -9,14 +9,12 @@ import warnings
 
 import dagster as dg
 
-from assets.features import BACKFILL_CHUNK_DAYS, _days, _markdown_table, daily_partitions
+from assets.features import _days, _markdown_table, daily_partitions
 from catalog.monitoring import MONITORED
 from mallard.monitoring.specs import MonitoringSpec
 from resources.lake import LakeResource
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
-
-_ = BACKFILL_CHUNK_DAYS
 
 
 def _png_markdown(path) -> str:
