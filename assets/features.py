@@ -4,30 +4,15 @@ One asset per `FeatureView` in catalog/features.py: adding a declaration grows t
 """
 
 import datetime as dt
-import warnings
 
 import dagster as dg
 
+from assets.common import daily_partitions, markdown_table, partition_days
 from catalog.features import FEATURE_VIEWS
-from mallard.config import get_settings
 from mallard.features.specs import FeatureView
 from resources.lake import LakeResource
 
-# Single-run backfills (a beta parameter) are what keep heavy imports to once per backfill.
-warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
-
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=get_settings().sample_start_date.isoformat(), end_offset=1
-)
-
-
 BACKFILL_CHUNK_DAYS = 31
-
-
-def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
-    window = context.partition_time_window
-    first = window.start.date()
-    return [first + dt.timedelta(days=i) for i in range((window.end.date() - first).days)]
 
 
 def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
@@ -82,7 +67,7 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         con = open_sources(view, settings)
         validate_view(view, settings, con)
         version = register_version(settings, view)
-        days = _days(context)
+        days = partition_days(context)
         context.log.info(
             f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}"
         )
@@ -124,7 +109,7 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
                         for f in view.features
                     ]
                 ),
-                "last_partition_profile": dg.MetadataValue.md(_markdown_table(profile)),
+                "last_partition_profile": dg.MetadataValue.md(markdown_table(profile)),
             },
         )
         yield dg.AssetCheckResult(
@@ -145,15 +130,6 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         )
 
     return _feature_view
-
-
-def _markdown_table(rows: list[dict[str, object]]) -> str:
-    if not rows:
-        return "(no rows)"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 FEATURE_VIEW_ASSETS = [build_feature_view_asset(view) for view in FEATURE_VIEWS]
@@ -256,6 +232,6 @@ def online_store(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         metadata={
             "backend": kind,
             "keys_updated": sum(s.keys_applied for s in stats),
-            "views": dg.MetadataValue.md(_markdown_table(rows)),
+            "views": dg.MetadataValue.md(markdown_table(rows)),
         }
     )

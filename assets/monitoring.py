@@ -5,44 +5,13 @@ backfills, so a month of days imports Evidently and MLflow once.
 """
 
 import datetime as dt
-import warnings
 
 import dagster as dg
 
-from assets.features import _days, _markdown_table, daily_partitions
+from assets.common import daily_partitions, markdown_table, partition_days, trend_plot
 from catalog.monitoring import MONITORED
 from mallard.monitoring.specs import MonitoringSpec
 from resources.lake import LakeResource
-
-warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
-
-
-def _png_markdown(path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"![plot](data:image/png;base64,{data})"
-
-
-def _trend_plot(rows: list[dict], value_label: str, threshold: float | None, out) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
-    ax.plot([r["day"] for r in rows], [r["value"] for r in rows], marker=".", lw=1)
-    if threshold is not None:
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label="threshold")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylabel(value_label)
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return _png_markdown(out)
 
 
 def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
@@ -99,7 +68,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         total = 0
         problems: dict[str, int] = {}
         shadow_version = None
-        for day in _days(context):
+        for day in partition_days(context):
             entities = active_entities(REGISTRY, settings, mon.active_view, day)
             if entities.empty:
                 context.log.warning(f"{name}: no active entities on {day}")
@@ -175,7 +144,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         reference = training_reference(settings, champion)
         numerical = [f for f in features if f not in champion.categorical]
         latest = None
-        for day in _days(context):
+        for day in partition_days(context):
             logged = log.read_predictions(settings, name, day=day, role="champion")
             if logged.empty:
                 results.record(
@@ -222,7 +191,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                 f"{name} {day}: drift share {result.share_drifted:.2f} {sorted(result.drifted)}"
             )
         history_rows = [r for r in results.read(settings, name, "drift") if r["value"] is not None]
-        metadata: dict = {"days": len(_days(context))}
+        metadata: dict = {"days": len(partition_days(context))}
         share = None
         if latest is not None:
             day, result = latest
@@ -235,7 +204,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     "input_problems": dg.MetadataValue.json(result.problems),
                     "report": dg.MetadataValue.path(result.html_path or ""),
                     "per_feature": dg.MetadataValue.md(
-                        _markdown_table(
+                        markdown_table(
                             [
                                 {
                                     "feature": c.column,
@@ -252,7 +221,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             )
         if history_rows:
             metadata["drift_share_trend"] = dg.MetadataValue.md(
-                _trend_plot(
+                trend_plot(
                     history_rows,
                     "drift share",
                     mon.policy.drift_share,
@@ -286,7 +255,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         from mallard.monitoring.scoring import day_start
 
         settings = lake.settings()
-        days = _days(context)
+        days = partition_days(context)
         as_of = day_start(days[-1] + dt.timedelta(days=mon.label_delay_days + 1))
         keys = list(REGISTRY.views[mon.active_view].join_keys)
         joined = 0
@@ -320,7 +289,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         from mallard.monitoring.performance import daily_metrics, quality_report
 
         settings = lake.settings()
-        days = _days(context)
+        days = partition_days(context)
         frame = out.read_outcomes(settings, name, first_day=days[0], last_day=days[-1])
         champion = load_version(settings, name, resolve_version(settings, name))
         evaluation = load_json_artifact(settings, champion.run_id, "evaluation.json") or {}
@@ -350,7 +319,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         trend = [r for r in results.read(settings, name, "performance") if r["value"] is not None]
         if trend:
             metadata[f"{metric}_trend"] = dg.MetadataValue.md(
-                _trend_plot(
+                trend_plot(
                     trend,
                     metric,
                     baseline,
@@ -359,7 +328,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             )
         if table is not None and len(table):
             metadata["daily"] = dg.MetadataValue.md(
-                _markdown_table(
+                markdown_table(
                     [
                         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                         for r in table.tail(14).to_dict("records")
