@@ -301,6 +301,10 @@ class LLMClient:
             if closer is not None:
                 await closer()
 
+    def drain(self) -> None:
+        """Wait until background work (semantic-cache vectors of earlier misses) is stored."""
+        self._background.submit(lambda: None).result()
+
     def flush(self) -> int:
         """Write buffered trace rows now."""
         return self.traces.flush() if self.traces else 0

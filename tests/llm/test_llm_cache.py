@@ -80,7 +80,7 @@ def test_semantic_cache_hits_paraphrase_within_threshold(server, make_client, se
     semantic = SemanticCache(settings.home / "llm" / "semantic.sqlite", embedder, threshold=0.9)
     client = make_client([remote("api", server, semantic_cache=True)], semantic_cache=semantic)
     first = client.complete("api", "How do I cancel my subscription?")
-    client._background.submit(lambda: None).result()  # the miss stored its vector in the background
+    client.drain()  # the miss stored its vector in the background
     near = client.complete("api", "how can I cancel my subscription")
     far = client.complete("api", "Which devices can I stream Pondstream on?")
     assert first.cache == "miss" and near.cache == "semantic" and far.cache == "miss"
@@ -95,7 +95,7 @@ def test_semantic_cache_scope_includes_system_prompt(server, make_client, settin
     ask = lambda system: client.complete("api", [{"role": "system", "content": system},  # noqa: E731
                                                  {"role": "user", "content": "How do I cancel?"}])
     ask("You are helpful.")
-    client._background.submit(lambda: None).result()
+    client.drain()
     assert ask("You are helpful.").cache == "semantic"
     assert ask("You answer in French.").cache == "miss"
 
@@ -105,11 +105,11 @@ def test_semantic_cache_is_opt_in_and_bypassable(server, make_client, settings, 
     client = make_client([remote("api", server), remote("sem", server, semantic_cache=True)], semantic_cache=semantic,
                          exact_cache=False)
     client.complete("api", "How do I cancel my subscription?", semantic_cache=True)
-    client._background.submit(lambda: None).result()
+    client.drain()
     assert client.complete("api", "how can I cancel my subscription").cache == "miss"  # endpoint did not opt in
     assert client.complete("api", "how can I cancel my subscription", semantic_cache=True).cache == "semantic"
     client.complete("sem", "How do I reset my password?")
-    client._background.submit(lambda: None).result()
+    client.drain()
     assert client.complete("sem", "how do I reset my password", cache=False).cache == "miss"
     assert client.complete("sem", "how do I reset my password", semantic_cache=False).cache == "miss"
 
@@ -126,7 +126,7 @@ def test_repeat_skips_both_caches(server, make_client, settings, embedder):
     semantic = SemanticCache(settings.home / "llm" / "semantic.sqlite", embedder, threshold=0.9)
     client = make_client([remote("api", server, semantic_cache=True)], semantic_cache=semantic)
     client.complete("api", "How do I cancel my subscription?")
-    client._background.submit(lambda: None).result()
+    client.drain()
     replies = client.complete("api", "How do I cancel my subscription?", repeat=4)
     assert len(replies) == 4 and {r.cache for r in replies} == {"miss"}
     assert server.completion_calls == 5
