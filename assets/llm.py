@@ -1,6 +1,5 @@
 """LLM assets: prompt versions registered from `catalog/prompts`, and the support-assistant demo."""
 
-
 import hashlib
 import json
 from pathlib import Path
@@ -30,7 +29,9 @@ def _prompt_files_fingerprint() -> str:
     group_name="llm",
     kinds={"sqlite"},
     code_version=_prompt_files_fingerprint(),
-    automation_condition=(dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed())
+    automation_condition=(
+        dg.AutomationCondition.missing() | dg.AutomationCondition.code_version_changed()
+    )
     & ~dg.AutomationCondition.in_progress(),
 )
 def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -43,14 +44,33 @@ def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     synced = sync_prompt_files(registry, PROMPTS_DIR, actor=f"dagster-run:{context.run.run_id}")
     for row in synced:
         if row["created"]:
-            context.log.info(f"registered {row['name']} v{row['version']} from {Path(row['file']).name}")
+            context.log.info(
+                f"registered {row['name']} v{row['version']} from {Path(row['file']).name}"
+            )
         if row["labels_set"]:
-            context.log.info(f"{row['name']}: set {', '.join(row['labels_set'])} → v{row['version']}")
+            context.log.info(
+                f"{row['name']}: set {', '.join(row['labels_set'])} → v{row['version']}"
+            )
     versions = registry.versions_table()
     table = dg.TableMetadataValue(
-        records=[dg.TableRecord({k: str(v) for k, v in row.items() if k != "description"}) for row in versions],
-        schema=dg.TableSchema(columns=[dg.TableColumn(k) for k in
-                                       ("name", "version", "content_hash", "labels", "endpoint", "created_at", "created_by")]),
+        records=[
+            dg.TableRecord({k: str(v) for k, v in row.items() if k != "description"})
+            for row in versions
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(k)
+                for k in (
+                    "name",
+                    "version",
+                    "content_hash",
+                    "labels",
+                    "endpoint",
+                    "created_at",
+                    "created_by",
+                )
+            ]
+        ),
     )
     labels = {name: registry.labels(name) for name in registry.names()}
     return dg.MaterializeResult(
@@ -60,8 +80,14 @@ def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
             "new_versions": sum(r["created"] for r in synced),
             "registry": dg.MetadataValue.path(str(registry.path)),
         },
-        data_version=dg.DataVersion(hashlib.sha256(json.dumps(labels, sort_keys=True).encode()
-                                                   + json.dumps([(r["name"], r["version"], r["content_hash"]) for r in versions]).encode()).hexdigest()[:16]),
+        data_version=dg.DataVersion(
+            hashlib.sha256(
+                json.dumps(labels, sort_keys=True).encode()
+                + json.dumps(
+                    [(r["name"], r["version"], r["content_hash"]) for r in versions]
+                ).encode()
+            ).hexdigest()[:16]
+        ),
     )
 
 
@@ -71,8 +97,9 @@ def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     kinds={"llama.cpp"},
     pool="local_llm",
 )
-def support_assistant_demo(context: dg.AssetExecutionContext, lake: LakeResource,
-                           config: SupportAssistantDemoConfig) -> dg.MaterializeResult:
+def support_assistant_demo(
+    context: dg.AssetExecutionContext, lake: LakeResource, config: SupportAssistantDemoConfig
+) -> dg.MaterializeResult:
     """Runs the support-assistant chain (help-centre retrieval → the live `support_assistant` prompt)
     on a few sample questions with the local SmolLM2 endpoint, in the `local_llm` pool so two local
     generations never share the 2 cores. Every call is a trace; failed items go to the dead-letter
@@ -85,11 +112,17 @@ def support_assistant_demo(context: dg.AssetExecutionContext, lake: LakeResource
 
     settings = lake.settings()
     questions_path = Path(HELPCENTRE.path).with_name("questions.jsonl")
-    questions = [json.loads(line) for line in questions_path.read_text().splitlines() if line.strip()]
-    items = [{"question": q["question"], "id": q["question_id"]} for q in questions[:config.questions]]
+    questions = [
+        json.loads(line) for line in questions_path.read_text().splitlines() if line.strip()
+    ]
+    items = [
+        {"question": q["question"], "id": q["question_id"]} for q in questions[: config.questions]
+    ]
 
     client = LLMClient(ENDPOINTS, settings=settings, run_id=context.run.run_id)
-    runner = ChainRunner(client, PromptRegistry.default(settings), corpora=CORPORA, default_endpoint=DEMO_ENDPOINT)
+    runner = ChainRunner(
+        client, PromptRegistry.default(settings), corpora=CORPORA, default_endpoint=DEMO_ENDPOINT
+    )
     chain = CHAINS["support_assistant"]
     context.log.info(str(runner.estimate_cost(chain, items)))
     batch = runner.run_batch(chain, items, concurrency=1, run_id=context.run.run_id)
@@ -98,16 +131,32 @@ def support_assistant_demo(context: dg.AssetExecutionContext, lake: LakeResource
     context.log.info("\n" + str(summary))
 
     answers = dg.TableMetadataValue(
-        records=[dg.TableRecord({"id": item.item_id, "question": item.inputs.get("question", ""),
-                                 "articles": ",".join(item.steps["retrieve"].output["ids"]) if item.steps.get("retrieve")
-                                 and item.steps["retrieve"].output else "",
-                                 "answer": (item.output or item.error or "")[:500], "status": item.status,
-                                 "latency_ms": round(item.latency_ms, 1)})
-                 for item in batch.items],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in ("id", "question", "articles", "answer", "status", "latency_ms")]),
+        records=[
+            dg.TableRecord(
+                {
+                    "id": item.item_id,
+                    "question": item.inputs.get("question", ""),
+                    "articles": ",".join(item.steps["retrieve"].output["ids"])
+                    if item.steps.get("retrieve") and item.steps["retrieve"].output
+                    else "",
+                    "answer": (item.output or item.error or "")[:500],
+                    "status": item.status,
+                    "latency_ms": round(item.latency_ms, 1),
+                }
+            )
+            for item in batch.items
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(c)
+                for c in ("id", "question", "articles", "answer", "status", "latency_ms")
+            ]
+        ),
     )
     steps = dg.TableMetadataValue(
-        records=[dg.TableRecord({k: v for k, v in step.__dict__.items()}) for step in summary.steps],
+        records=[
+            dg.TableRecord({k: v for k, v in step.__dict__.items()}) for step in summary.steps
+        ],
         schema=dg.TableSchema(columns=[dg.TableColumn(k) for k in summary.steps[0].__dict__]),
     )
     answer_step = next(s for s in summary.steps if s.step == "answer")

@@ -48,35 +48,58 @@ def bench_overhead(calls: int, home: Path) -> dict[str, float]:
     settings = load_settings(home=home)
     results: dict[str, float] = {}
     with FakeOpenAIServer() as server:
-        endpoint = Endpoint(name="bench", provider="openai-compatible", base_url=server.base_url, model="fake-model",
-                            params={"max_tokens": 64, "temperature": 0.0}, max_concurrency=8)
-        semantic_endpoint = Endpoint(name="bench-semantic", provider="openai-compatible", base_url=server.base_url,
-                                     model="fake-model", params={"max_tokens": 64, "temperature": 0.0},
-                                     semantic_cache=True)
+        endpoint = Endpoint(
+            name="bench",
+            provider="openai-compatible",
+            base_url=server.base_url,
+            model="fake-model",
+            params={"max_tokens": 64, "temperature": 0.0},
+            max_concurrency=8,
+        )
+        semantic_endpoint = Endpoint(
+            name="bench-semantic",
+            provider="openai-compatible",
+            base_url=server.base_url,
+            model="fake-model",
+            params={"max_tokens": 64, "temperature": 0.0},
+            semantic_cache=True,
+        )
         client = LLMClient([endpoint, semantic_endpoint], settings=settings, metrics=LLMMetrics())
-        raw = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0, timeout=60)
+        raw = openai.OpenAI(
+            base_url=server.base_url, api_key="not-needed", max_retries=0, timeout=60
+        )
 
         def question(i: int) -> list[dict[str, str]]:
-            return [{"role": "system", "content": "You are Pondstream's support assistant."},
-                    {"role": "user", "content": f"Question {i}: how do I change my plan?"}]
+            return [
+                {"role": "system", "content": "You are Pondstream's support assistant."},
+                {"role": "user", "content": f"Question {i}: how do I change my plan?"},
+            ]
 
         for i in range(30):  # warm both HTTP connections and the caches' files
-            raw.chat.completions.create(model="fake-model", messages=question(-i - 1), max_tokens=64, temperature=0.0)
+            raw.chat.completions.create(
+                model="fake-model", messages=question(-i - 1), max_tokens=64, temperature=0.0
+            )
             client.complete("bench", question(-i - 1))
         raw_times, client_times = [], []
         for i in range(calls):
             started = time.perf_counter()
-            raw.chat.completions.create(model="fake-model", messages=question(i), max_tokens=64, temperature=0.0)
+            raw.chat.completions.create(
+                model="fake-model", messages=question(i), max_tokens=64, temperature=0.0
+            )
             raw_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            reply = client.complete("bench", question(i))  # a new question each time: the exact cache misses
+            reply = client.complete(
+                "bench", question(i)
+            )  # a new question each time: the exact cache misses
             client_times.append(time.perf_counter() - started)
             assert reply.cache == "miss"
         raw_stats, client_stats = percentiles(raw_times), percentiles(client_times)
         paired = percentiles([c - r for c, r in zip(client_times, raw_times, strict=True)])
         print(f"raw openai client      {fmt(raw_stats)}")
         print(f"mallard client (miss)  {fmt(client_stats)}")
-        print(f"added per call         {fmt({k: client_stats[k] - raw_stats[k] for k in raw_stats})}")
+        print(
+            f"added per call         {fmt({k: client_stats[k] - raw_stats[k] for k in raw_stats})}"
+        )
         print(f"paired differences     {fmt(paired)}")
         results["added_p50_ms"] = (client_stats["p50"] - raw_stats["p50"]) * 1000
         results["raw_p50_ms"] = raw_stats["p50"] * 1000
@@ -96,23 +119,34 @@ def bench_overhead(calls: int, home: Path) -> dict[str, float]:
             n = max(20, calls // 10)
             for i in range(n):
                 started = time.perf_counter()
-                client.complete("bench-semantic", f"Question {i}: how can I move to the Premium plan from Basic?")
+                client.complete(
+                    "bench-semantic",
+                    f"Question {i}: how can I move to the Premium plan from Basic?",
+                )
                 semantic_miss.append(time.perf_counter() - started)
             client.drain()  # vectors of the misses stored
             semantic_replies = []
             for i in range(n):
                 started = time.perf_counter()
-                reply = client.complete("bench-semantic", f"question {i}: how can i move to the premium plan from basic")
+                reply = client.complete(
+                    "bench-semantic", f"question {i}: how can i move to the premium plan from basic"
+                )
                 semantic_hit.append(time.perf_counter() - started)
                 semantic_replies.append(reply.cache)
             hits_found = sum(1 for r in semantic_replies if r == "semantic")
-            print(f"semantic cache miss    {fmt(percentiles(semantic_miss))}  (embeds the question)")
-            print(f"semantic cache lookup  {fmt(percentiles(semantic_hit))}  ({hits_found}/{n} paraphrases hit)")
+            print(
+                f"semantic cache miss    {fmt(percentiles(semantic_miss))}  (embeds the question)"
+            )
+            print(
+                f"semantic cache lookup  {fmt(percentiles(semantic_hit))}  ({hits_found}/{n} paraphrases hit)"
+            )
             results["semantic_hit_p50_ms"] = statistics.median(semantic_hit) * 1000
         except Exception as exc:  # noqa: BLE001 - the embedding model is optional for this benchmark
             print(f"semantic cache: skipped ({type(exc).__name__}: {exc})")
         client.close()
-        print(f"traces written: {client.traces.written} rows in {client.traces.commits} Delta commit(s)")
+        print(
+            f"traces written: {client.traces.written} rows in {client.traces.commits} Delta commit(s)"
+        )
     return results
 
 
@@ -121,8 +155,10 @@ def bench_local(threads: int, home: Path) -> None:
     from mallard.llm.errors import ModelFileError
     from mallard.llm.providers import load_llama
 
-    prompt = ("Pondstream has three plans. Basic costs $7.99 a month with ads and one stream. Standard costs "
-              "$12.99 with two streams in 1080p. Premium costs $17.99 with four streams in 4K HDR. ") * 4
+    prompt = (
+        "Pondstream has three plans. Basic costs $7.99 a month with ads and one stream. Standard costs "
+        "$12.99 with two streams in 1080p. Premium costs $17.99 with four streams in 4K HDR. "
+    ) * 4
     for name in ("smollm2-local", "qwen-0.5b-local", "qwen-1.5b-local"):
         endpoint = ENDPOINTS[name]
         try:
@@ -140,12 +176,16 @@ def bench_local(threads: int, home: Path) -> None:
         prompt_s = time.perf_counter() - started
         model.reset()
         started = time.perf_counter()
-        out = model.create_completion(prompt + " Summarise the plans:", max_tokens=96, temperature=0.0)
+        out = model.create_completion(
+            prompt + " Summarise the plans:", max_tokens=96, temperature=0.0
+        )
         total_s = time.perf_counter() - started
         generated = out["usage"]["completion_tokens"]
         gen_s = max(1e-9, total_s - prompt_s)
-        print(f"{name:16} threads {threads}: load {load_s:5.2f} s, prompt {len(tokens) / prompt_s:6.1f} tok/s "
-              f"({len(tokens)} tokens), generation {generated / gen_s:6.1f} tok/s ({generated} tokens)")
+        print(
+            f"{name:16} threads {threads}: load {load_s:5.2f} s, prompt {len(tokens) / prompt_s:6.1f} tok/s "
+            f"({len(tokens)} tokens), generation {generated / gen_s:6.1f} tok/s ({generated} tokens)"
+        )
 
 
 def main() -> int:
@@ -159,7 +199,9 @@ def main() -> int:
     threads = get_settings().llm_threads
     with tempfile.TemporaryDirectory(prefix="mallard-bench-") as tmp:
         home = Path(tmp)
-        print(f"== client overhead over the raw openai client ({args.calls} interleaved calls each)")
+        print(
+            f"== client overhead over the raw openai client ({args.calls} interleaved calls each)"
+        )
         results = bench_overhead(args.calls, home)
         if not args.skip_local:
             print(f"== local models (llama.cpp, n_threads = n_threads_batch = {threads})")
@@ -167,8 +209,10 @@ def main() -> int:
     added = results["added_p50_ms"]
     verdict = "meets" if added <= 1.0 else "MISSES"
     ratio = (results["raw_p50_ms"] + added) / results["raw_p50_ms"]
-    print(f"\nadded latency at p50: {added:.3f} ms per call ({verdict} the ≤ 1 ms goal); "
-          f"client/raw p50 ratio {ratio:.3f}")
+    print(
+        f"\nadded latency at p50: {added:.3f} ms per call ({verdict} the ≤ 1 ms goal); "
+        f"client/raw p50 ratio {ratio:.3f}"
+    )
     return 0 if added <= 1.0 else 1
 
 

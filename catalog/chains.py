@@ -15,12 +15,17 @@ support_assistant = Chain(
     description="Pondstream support: retrieve help-centre articles, then answer with the support_assistant prompt.",
     inputs=("question",),
     steps=(
-        RetrieveStep(name="retrieve", corpus="helpcentre", query="{{ inputs.question }}", k=2, max_chars=900),
+        RetrieveStep(
+            name="retrieve", corpus="helpcentre", query="{{ inputs.question }}", k=2, max_chars=900
+        ),
         PromptStep(
             name="answer",
             prompt="support_assistant",
             label="live",
-            variables={"question": "{{ inputs.question }}", "context": "{{ steps.retrieve.output.context }}"},
+            variables={
+                "question": "{{ inputs.question }}",
+                "context": "{{ steps.retrieve.output.context }}",
+            },
             retrieval="retrieve",
             trace_input="{{ inputs.question }}",
             policy=StepPolicy(timeout_s=180, max_attempts=2),

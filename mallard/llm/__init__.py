@@ -22,11 +22,27 @@ if TYPE_CHECKING:
     from mallard.llm.client import LLMClient, LLMResponse
 
 __all__ = [
-    "BreakerPolicy", "Budgets", "Endpoint", "Endpoints", "LLMClient", "LLMResponse", "MultipartGGUF",
-    "PackagedGGUF", "Price", "QWEN25_CODER_05B", "QWEN25_CODER_15B", "RateLimit", "RetryPolicy", "SMOLLM2_135M",
+    "BreakerPolicy",
+    "Budgets",
+    "Endpoint",
+    "Endpoints",
+    "LLMClient",
+    "LLMResponse",
+    "MultipartGGUF",
+    "PackagedGGUF",
+    "Price",
+    "QWEN25_CODER_05B",
+    "QWEN25_CODER_15B",
+    "RateLimit",
+    "RetryPolicy",
+    "SMOLLM2_135M",
 ]
 
-_LAZY = {"LLMClient": "mallard.llm.client", "LLMResponse": "mallard.llm.client", "Budgets": "mallard.llm.budget"}
+_LAZY = {
+    "LLMClient": "mallard.llm.client",
+    "LLMResponse": "mallard.llm.client",
+    "Budgets": "mallard.llm.budget",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,9 @@ from typing import Any
 from mallard.llm.errors import BudgetExceededError
 
 MESSAGE_OVERHEAD_TOKENS = 4
-CHARS_PER_TOKEN_LOWER_BOUND = 3.0  # English BPE averages ~4 chars/token; 3 over-estimates on purpose
+CHARS_PER_TOKEN_LOWER_BOUND = (
+    3.0  # English BPE averages ~4 chars/token; 3 over-estimates on purpose
+)
 
 
 def estimate_tokens(messages: Iterable[dict[str, Any]]) -> int:
@@ -29,7 +31,9 @@ def estimate_tokens(messages: Iterable[dict[str, Any]]) -> int:
     total = 3
     for message in messages:
         content = message.get("content") or ""
-        total += MESSAGE_OVERHEAD_TOKENS + math.ceil(len(str(content)) / CHARS_PER_TOKEN_LOWER_BOUND)
+        total += MESSAGE_OVERHEAD_TOKENS + math.ceil(
+            len(str(content)) / CHARS_PER_TOKEN_LOWER_BOUND
+        )
     return total
 
 
@@ -46,7 +50,9 @@ class Budgets:
         for name in ("per_run_usd", "per_user_usd", "per_day_usd"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int | float) or value < 0):
-                raise ValueError(f"Budgets.{name} must be a non-negative number or None, got {value!r}")
+                raise ValueError(
+                    f"Budgets.{name} must be a non-negative number or None, got {value!r}"
+                )
 
     @property
     def any(self) -> bool:
@@ -58,7 +64,9 @@ def _today() -> str:
 
 
 class Reservation:
-    def __init__(self, ledger: BudgetLedger | None, keys: list[tuple[str, str, str]], amount: float):
+    def __init__(
+        self, ledger: BudgetLedger | None, keys: list[tuple[str, str, str]], amount: float
+    ):
         self._ledger = ledger
         self.keys = keys
         self.amount = amount
@@ -84,7 +92,9 @@ class BudgetLedger:
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, timeout=30, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -106,7 +116,9 @@ class BudgetLedger:
     def spent(self, scope: str, key: str, day: str = "") -> float:
         ident = (scope, key, day)
         if self._db is not None:
-            row = self._db.execute("SELECT usd FROM llm_spend WHERE scope=? AND key=? AND day=?", ident).fetchone()
+            row = self._db.execute(
+                "SELECT usd FROM llm_spend WHERE scope=? AND key=? AND day=?", ident
+            ).fetchone()
             return float(row[0]) if row else 0.0
         return self._spent[ident]
 
@@ -119,7 +131,11 @@ class BudgetLedger:
                 committed = self.spent(*ident) + self._reserved[ident]
                 if committed + worst_case > limit + 1e-12:
                     scope, key, day = ident
-                    label = {"run": "per-run", "user": f"per-user ({day})", "day": f"per-day ({day})"}[scope]
+                    label = {
+                        "run": "per-run",
+                        "user": f"per-user ({day})",
+                        "day": f"per-day ({day})",
+                    }[scope]
                     raise BudgetExceededError(label, key, limit, committed, worst_case, detail)
             for ident, _ in limits:
                 self._reserved[ident] += worst_case
@@ -146,7 +162,9 @@ class BudgetLedger:
         if not limits:
             return None
         with self._lock:
-            return min(limit - self.spent(*ident) - self._reserved[ident] for ident, limit in limits)
+            return min(
+                limit - self.spent(*ident) - self._reserved[ident] for ident, limit in limits
+            )
 
 
 @dataclass(frozen=True)
@@ -163,10 +181,19 @@ class CostEstimate:
 
     @property
     def fits_budget(self) -> bool:
-        return self.remaining_budget_usd is None or self.worst_case_usd <= self.remaining_budget_usd + 1e-12
+        return (
+            self.remaining_budget_usd is None
+            or self.worst_case_usd <= self.remaining_budget_usd + 1e-12
+        )
 
     def __str__(self) -> str:
-        budget = "no budget" if self.remaining_budget_usd is None else f"${self.remaining_budget_usd:.6f} budget left"
-        return (f"{self.calls} calls to {self.endpoint!r}: ~{self.prompt_tokens:,} prompt tokens, up to "
-                f"{self.max_completion_tokens:,} completion tokens; at least ${self.prompt_cost_usd:.6f}, at most "
-                f"${self.worst_case_usd:.6f} ({budget})")
+        budget = (
+            "no budget"
+            if self.remaining_budget_usd is None
+            else f"${self.remaining_budget_usd:.6f} budget left"
+        )
+        return (
+            f"{self.calls} calls to {self.endpoint!r}: ~{self.prompt_tokens:,} prompt tokens, up to "
+            f"{self.max_completion_tokens:,} completion tokens; at least ${self.prompt_cost_usd:.6f}, at most "
+            f"${self.worst_case_usd:.6f} ({budget})"
+        )

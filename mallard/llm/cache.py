@@ -45,21 +45,26 @@ class ExactCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM exact_cache WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT response FROM exact_cache WHERE key = ?", (key,)
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, endpoint: str, model: str, response: dict[str, Any]) -> None:
         blob = json.dumps(response, default=str)
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?)", (key, endpoint, model, blob, time.time())
+                "INSERT OR REPLACE INTO exact_cache VALUES (?, ?, ?, ?, ?)",
+                (key, endpoint, model, blob, time.time()),
             )
 
     def clear(self, endpoint: str | None = None) -> int:
         with self._lock:
             if endpoint is None:
                 return self._db.execute("DELETE FROM exact_cache").rowcount
-            return self._db.execute("DELETE FROM exact_cache WHERE endpoint = ?", (endpoint,)).rowcount
+            return self._db.execute(
+                "DELETE FROM exact_cache WHERE endpoint = ?", (endpoint,)
+            ).rowcount
 
     def __len__(self) -> int:
         with self._lock:
@@ -71,7 +76,9 @@ class SemanticCache:
 
     Vectors persist in SQLite and are searched in memory (one matrix product per lookup)."""
 
-    def __init__(self, path: Path | str, embedder: MiniLMEmbedder | None = None, threshold: float = 0.95):
+    def __init__(
+        self, path: Path | str, embedder: MiniLMEmbedder | None = None, threshold: float = 0.95
+    ):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"semantic cache threshold must be in (0, 1], got {threshold}")
         self.path = Path(path)
@@ -98,7 +105,9 @@ class SemanticCache:
         import numpy as np
 
         if scope not in self._index:
-            rows = self._db.execute("SELECT id, vector FROM semantic_cache WHERE scope = ? ORDER BY id", (scope,)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, vector FROM semantic_cache WHERE scope = ? ORDER BY id", (scope,)
+            ).fetchall()
             if rows:
                 matrix = np.vstack([np.frombuffer(v, dtype=np.float32) for _, v in rows])
             else:
@@ -114,7 +123,9 @@ class SemanticCache:
     def embed(self, text: str) -> np.ndarray:
         return self.embedder.embed([text])[0]
 
-    def lookup(self, scope: str, text: str, vector: np.ndarray | None = None) -> tuple[dict[str, Any], float] | None:
+    def lookup(
+        self, scope: str, text: str, vector: np.ndarray | None = None
+    ) -> tuple[dict[str, Any], float] | None:
         """(response, similarity) of the best match at or above the threshold, else None."""
         with self._lock:
             matrix, ids = self._scope_index(scope)
@@ -127,10 +138,14 @@ class SemanticCache:
         if float(scores[best]) < self.threshold:
             return None
         with self._lock:
-            row = self._db.execute("SELECT response FROM semantic_cache WHERE id = ?", (ids[best],)).fetchone()
+            row = self._db.execute(
+                "SELECT response FROM semantic_cache WHERE id = ?", (ids[best],)
+            ).fetchone()
         return (json.loads(row[0]), float(scores[best])) if row else None
 
-    def add(self, scope: str, text: str, response: dict[str, Any], vector: np.ndarray | None = None) -> None:
+    def add(
+        self, scope: str, text: str, response: dict[str, Any], vector: np.ndarray | None = None
+    ) -> None:
         import numpy as np
 
         if vector is None:

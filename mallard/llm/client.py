@@ -79,9 +79,14 @@ class LLMResponse:
     endpoints_tried: list[str] = field(default_factory=list)
 
     def cache_record(self) -> dict[str, Any]:
-        return {"text": self.text, "endpoint": self.endpoint, "model": self.model,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "finish_reason": self.finish_reason}
+        return {
+            "text": self.text,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
 
 
 @dataclass
@@ -136,10 +141,14 @@ class _EndpointState:
         self.provider = provider
         gauge = metrics.breaker_state.labels(endpoint.name)
         gauge.set(0)
-        self.breaker = CircuitBreaker(endpoint.breaker, on_change=lambda state: gauge.set(BREAKER_STATE_VALUE[state]))
+        self.breaker = CircuitBreaker(
+            endpoint.breaker, on_change=lambda state: gauge.set(BREAKER_STATE_VALUE[state])
+        )
         self.limiter = ConcurrencyLimiter(endpoint.max_concurrency)
         rate = endpoint.rate_limit
-        self.bucket = TokenBucket(rate.requests_per_second, rate.burst) if rate is not None else None
+        self.bucket = (
+            TokenBucket(rate.requests_per_second, rate.burst) if rate is not None else None
+        )
 
 
 class LLMClient:
@@ -167,7 +176,9 @@ class LLMClient:
         self.settings = settings
         self.endpoints = endpoints if isinstance(endpoints, Endpoints) else Endpoints(endpoints)
         llm_home = Path(settings.home) / "llm"
-        self.exact_cache = ExactCache(llm_home / "cache.sqlite") if exact_cache is True else (exact_cache or None)
+        self.exact_cache = (
+            ExactCache(llm_home / "cache.sqlite") if exact_cache is True else (exact_cache or None)
+        )
         self._semantic: SemanticCache | None = None
         self._semantic_setting = semantic_cache
         self._semantic_threshold = semantic_threshold
@@ -175,7 +186,11 @@ class LLMClient:
         if budget_ledger is None and self.budgets.any:
             budget_ledger = BudgetLedger(self.budgets, llm_home / "budget.sqlite")
         self.ledger = budget_ledger
-        self.traces = TraceRecorder(Path(settings.lake_dir) / "traces") if traces is True else (traces or None)
+        self.traces = (
+            TraceRecorder(Path(settings.lake_dir) / "traces")
+            if traces is True
+            else (traces or None)
+        )
         self.metrics = metrics or default_metrics()
         self.run_id = run_id
         self._rng = random.Random(seed)
@@ -184,7 +199,9 @@ class LLMClient:
         self._inflight: dict[str, concurrent.futures.Future[LLMResponse]] = {}
         self._ainflight: dict[tuple[int, str], asyncio.Future[LLMResponse]] = {}
         self._inflight_lock = threading.Lock()
-        self._background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mallard-llm-cache")
+        self._background = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="mallard-llm-cache"
+        )
 
     # Setup ------------------------------------------------------------------------------------
     @property
@@ -205,7 +222,9 @@ class LLMClient:
                 if state is None:
                     endpoint = self.endpoints[name]
                     if endpoint.is_local:
-                        provider: Any = LocalProvider(endpoint, self.settings.llm_threads, Path(self.settings.models_dir))
+                        provider: Any = LocalProvider(
+                            endpoint, self.settings.llm_threads, Path(self.settings.models_dir)
+                        )
                     else:
                         provider = OpenAICompatibleProvider(endpoint)
                     state = self._states[name] = _EndpointState(endpoint, provider, self.metrics)
@@ -217,12 +236,22 @@ class LLMClient:
     def _chain(self, name: str) -> list[_EndpointState]:
         return [self.state(e.name) for e in self.endpoints.chain(name)]
 
-    def _request(self, endpoint: str, messages: Messages, schema: Any, timeout_s: float | None,
-                 semantic_cache: bool | None, params: dict[str, Any], meta: dict[str, Any]) -> _Request:
+    def _request(
+        self,
+        endpoint: str,
+        messages: Messages,
+        schema: Any,
+        timeout_s: float | None,
+        semantic_cache: bool | None,
+        params: dict[str, Any],
+        meta: dict[str, Any],
+    ) -> _Request:
         ep = self.endpoints[endpoint]
         unknown = set(params) - ALLOWED_PARAMS
         if unknown:
-            raise TypeError(f"unknown LLM parameter(s) {sorted(unknown)}; supported: {sorted(ALLOWED_PARAMS)}")
+            raise TypeError(
+                f"unknown LLM parameter(s) {sorted(unknown)}; supported: {sorted(ALLOWED_PARAMS)}"
+            )
         if isinstance(messages, str):
             msgs = [{"role": "user", "content": messages}]
         else:
@@ -232,51 +261,125 @@ class LLMClient:
         key = canonical_key(ep.name, ep.model, merged, spec.key if spec else None, msgs)
         semantic = ep.semantic_cache if semantic_cache is None else semantic_cache
         attributes = dict(meta.pop("attributes", None) or {})
-        request = _Request(endpoint=ep.name, messages=msgs, params=merged, spec=spec, timeout_s=timeout_s, key=key,
-                           semantic=bool(semantic) and bool(self._semantic_setting), attributes=attributes, **meta)
+        request = _Request(
+            endpoint=ep.name,
+            messages=msgs,
+            params=merged,
+            spec=spec,
+            timeout_s=timeout_s,
+            key=key,
+            semantic=bool(semantic) and bool(self._semantic_setting),
+            attributes=attributes,
+            **meta,
+        )
         if not request.run_id:
             request.run_id = self.run_id
         return request
 
     # Public API -------------------------------------------------------------------------------
-    def complete(self, endpoint: str, messages: Messages, *, schema: Any = None, cache: bool = True,
-                 semantic_cache: bool | None = None, dedupe: bool = True, repeat: int | None = None,
-                 timeout_s: float | None = None, user_id: str = "", session_id: str = "", run_id: str = "",
-                 prompt_name: str = "", prompt_version: int = 0, retrieved_ids: Sequence[str] = (),
-                 retrieved_text: str = "", trace_input: str = "", attributes: dict[str, Any] | None = None,
-                 **params: Any) -> Any:
+    def complete(
+        self,
+        endpoint: str,
+        messages: Messages,
+        *,
+        schema: Any = None,
+        cache: bool = True,
+        semantic_cache: bool | None = None,
+        dedupe: bool = True,
+        repeat: int | None = None,
+        timeout_s: float | None = None,
+        user_id: str = "",
+        session_id: str = "",
+        run_id: str = "",
+        prompt_name: str = "",
+        prompt_version: int = 0,
+        retrieved_ids: Sequence[str] = (),
+        retrieved_text: str = "",
+        trace_input: str = "",
+        attributes: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> Any:
         """One call (an LLMResponse), or with `repeat=N` a list of N fresh calls that skip caches and
         de-duplication. `schema` (JSON schema dict or pydantic model) fills `.parsed` with a validated value."""
-        meta = {"user_id": user_id, "session_id": session_id, "run_id": run_id, "prompt_name": prompt_name,
-                "prompt_version": prompt_version, "retrieved_ids": list(retrieved_ids),
-                "retrieved_text": retrieved_text, "trace_input": trace_input, "attributes": attributes}
+        meta = {
+            "user_id": user_id,
+            "session_id": session_id,
+            "run_id": run_id,
+            "prompt_name": prompt_name,
+            "prompt_version": prompt_version,
+            "retrieved_ids": list(retrieved_ids),
+            "retrieved_text": retrieved_text,
+            "trace_input": trace_input,
+            "attributes": attributes,
+        }
         request = self._request(endpoint, messages, schema, timeout_s, semantic_cache, params, meta)
         if repeat is not None:
             if repeat < 1:
                 raise ValueError(f"repeat must be >= 1, got {repeat}")
-            return [self._complete_once(request, use_cache=False, dedupe=False, repeat_index=i) for i in range(repeat)]
+            return [
+                self._complete_once(request, use_cache=False, dedupe=False, repeat_index=i)
+                for i in range(repeat)
+            ]
         return self._complete_once(request, use_cache=cache, dedupe=dedupe)
 
-    async def acomplete(self, endpoint: str, messages: Messages, *, schema: Any = None, cache: bool = True,
-                        semantic_cache: bool | None = None, dedupe: bool = True, repeat: int | None = None,
-                        timeout_s: float | None = None, user_id: str = "", session_id: str = "", run_id: str = "",
-                        prompt_name: str = "", prompt_version: int = 0, retrieved_ids: Sequence[str] = (),
-                        retrieved_text: str = "", trace_input: str = "", attributes: dict[str, Any] | None = None,
-                        **params: Any) -> Any:
+    async def acomplete(
+        self,
+        endpoint: str,
+        messages: Messages,
+        *,
+        schema: Any = None,
+        cache: bool = True,
+        semantic_cache: bool | None = None,
+        dedupe: bool = True,
+        repeat: int | None = None,
+        timeout_s: float | None = None,
+        user_id: str = "",
+        session_id: str = "",
+        run_id: str = "",
+        prompt_name: str = "",
+        prompt_version: int = 0,
+        retrieved_ids: Sequence[str] = (),
+        retrieved_text: str = "",
+        trace_input: str = "",
+        attributes: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> Any:
         """The async twin of `complete`."""
-        meta = {"user_id": user_id, "session_id": session_id, "run_id": run_id, "prompt_name": prompt_name,
-                "prompt_version": prompt_version, "retrieved_ids": list(retrieved_ids),
-                "retrieved_text": retrieved_text, "trace_input": trace_input, "attributes": attributes}
+        meta = {
+            "user_id": user_id,
+            "session_id": session_id,
+            "run_id": run_id,
+            "prompt_name": prompt_name,
+            "prompt_version": prompt_version,
+            "retrieved_ids": list(retrieved_ids),
+            "retrieved_text": retrieved_text,
+            "trace_input": trace_input,
+            "attributes": attributes,
+        }
         request = self._request(endpoint, messages, schema, timeout_s, semantic_cache, params, meta)
         if repeat is not None:
             if repeat < 1:
                 raise ValueError(f"repeat must be >= 1, got {repeat}")
-            return list(await asyncio.gather(*(
-                self._acomplete_once(request, use_cache=False, dedupe=False, repeat_index=i) for i in range(repeat))))
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._acomplete_once(request, use_cache=False, dedupe=False, repeat_index=i)
+                        for i in range(repeat)
+                    )
+                )
+            )
         return await self._acomplete_once(request, use_cache=cache, dedupe=dedupe)
 
-    def estimate_cost(self, endpoint: str, batch: Iterable[Messages], *, max_tokens: int | None = None,
-                      schema: Any = None, run_id: str = "", user_id: str = "") -> CostEstimate:
+    def estimate_cost(
+        self,
+        endpoint: str,
+        batch: Iterable[Messages],
+        *,
+        max_tokens: int | None = None,
+        schema: Any = None,
+        run_id: str = "",
+        user_id: str = "",
+    ) -> CostEstimate:
         """Before a batch starts: estimated prompt tokens and the cost range over the endpoint and its
         fallbacks (the most expensive one is assumed), against the budget that is left."""
         chain = self._chain(endpoint)
@@ -284,12 +387,22 @@ class LLMClient:
         low = high = 0.0
         for messages in batch:
             params = {"max_tokens": max_tokens} if max_tokens is not None else {}
-            request = self._request(endpoint, messages, schema, None, False, params, {"run_id": run_id, "user_id": user_id})
+            request = self._request(
+                endpoint,
+                messages,
+                schema,
+                None,
+                False,
+                params,
+                {"run_id": run_id, "user_id": user_id},
+            )
             worst = [self._worst_case(state, request) for state in chain]
             calls += 1
             prompt_tokens += worst[0][1]
             completion_tokens += worst[0][2]
-            low += min(state.endpoint.price.cost(w[1], 0) for state, w in zip(chain, worst, strict=True))
+            low += min(
+                state.endpoint.price.cost(w[1], 0) for state, w in zip(chain, worst, strict=True)
+            )
             high += max(w[0] for w in worst)
         remaining = self.ledger.remaining(run_id or self.run_id, user_id) if self.ledger else None
         return CostEstimate(endpoint, calls, prompt_tokens, completion_tokens, low, high, remaining)
@@ -317,7 +430,9 @@ class LLMClient:
     # Caches -----------------------------------------------------------------------------------
     def _semantic_scope(self, request: _Request) -> str:
         others = [m for m in request.messages if m is not self._last_user(request)]
-        return canonical_key(request.endpoint, request.params, request.spec.key if request.spec else None, others)
+        return canonical_key(
+            request.endpoint, request.params, request.spec.key if request.spec else None, others
+        )
 
     @staticmethod
     def _last_user(request: _Request) -> dict[str, Any] | None:
@@ -344,19 +459,29 @@ class LLMClient:
                 self.metrics.cache.labels("semantic", "miss").inc()
         return None, vector
 
-    def _from_cache(self, request: _Request, record: dict[str, Any], kind: str, similarity: float | None) -> LLMResponse | None:
+    def _from_cache(
+        self, request: _Request, record: dict[str, Any], kind: str, similarity: float | None
+    ) -> LLMResponse | None:
         parsed = None
         if request.spec is not None:
             parsed, problems = request.spec.parse(record["text"])
             if problems:
                 return None
-        return LLMResponse(text=record["text"], endpoint=record.get("endpoint", request.endpoint),
-                           model=record.get("model", ""), cache=kind, parsed=parsed,
-                           finish_reason=record.get("finish_reason", ""), similarity=similarity)
+        return LLMResponse(
+            text=record["text"],
+            endpoint=record.get("endpoint", request.endpoint),
+            model=record.get("model", ""),
+            cache=kind,
+            parsed=parsed,
+            finish_reason=record.get("finish_reason", ""),
+            similarity=similarity,
+        )
 
     def _cache_store(self, request: _Request, response: LLMResponse, vector: Any) -> None:
         if self.exact_cache is not None:
-            self.exact_cache.put(request.key, response.endpoint, response.model, response.cache_record())
+            self.exact_cache.put(
+                request.key, response.endpoint, response.model, response.cache_record()
+            )
         semantic = self.semantic_cache if request.semantic else None
         if semantic is not None:
             scope, text = self._semantic_scope(request), request.last_user_text()
@@ -370,7 +495,9 @@ class LLMClient:
         endpoint = state.endpoint
         messages = with_schema_instruction(request.messages, request.schema)
         prompt = state.provider.count_tokens(messages) or estimate_tokens(messages)
-        max_tokens = int(request.params.get("max_tokens") or max(1, endpoint.context_length - prompt))
+        max_tokens = int(
+            request.params.get("max_tokens") or max(1, endpoint.context_length - prompt)
+        )
         usd = endpoint.price.cost(prompt, max_tokens)
         if request.spec is not None:  # one repair attempt may follow
             usd += endpoint.price.cost(prompt + max_tokens + REPAIR_OVERHEAD_TOKENS, max_tokens)
@@ -381,8 +508,10 @@ class LLMClient:
             return Reservation(None, [], 0.0)
         worst = [(self._worst_case(state, request), state.endpoint) for state in chain]
         (usd, prompt, max_tokens), endpoint = max(worst, key=lambda item: item[0][0])
-        detail = (f"~{prompt:,} prompt tokens + {max_tokens:,} max_tokens at endpoint {endpoint.name!r} prices "
-                  f"${endpoint.price.input_per_million:g}/${endpoint.price.output_per_million:g} per million")
+        detail = (
+            f"~{prompt:,} prompt tokens + {max_tokens:,} max_tokens at endpoint {endpoint.name!r} prices "
+            f"${endpoint.price.input_per_million:g}/${endpoint.price.output_per_million:g} per million"
+        )
         if request.spec is not None:
             detail += ", with one structured-output repair"
         try:
@@ -392,7 +521,9 @@ class LLMClient:
             raise
 
     # Sync path --------------------------------------------------------------------------------
-    def _complete_once(self, request: _Request, *, use_cache: bool, dedupe: bool, repeat_index: int | None = None) -> LLMResponse:
+    def _complete_once(
+        self, request: _Request, *, use_cache: bool, dedupe: bool, repeat_index: int | None = None
+    ) -> LLMResponse:
         started = time.perf_counter()
         timestamp = datetime.now(UTC)
         usage = _Usage()
@@ -411,8 +542,15 @@ class LLMClient:
                 if leader is not None:
                     shared = leader.result()
                     self.metrics.deduplicated.labels(request.endpoint).inc()
-                    follower = replace(shared, cache="exact", deduplicated=True, prompt_tokens=0, completion_tokens=0,
-                                       cost_usd=0.0, attempts=0)
+                    follower = replace(
+                        shared,
+                        cache="exact",
+                        deduplicated=True,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        cost_usd=0.0,
+                        attempts=0,
+                    )
                     return self._finish(request, follower, usage, started, timestamp, repeat_index)
             try:
                 response = self._call(request, usage)
@@ -451,20 +589,32 @@ class LLMClient:
         finally:
             reservation.settle(usage.cost_usd)
 
-    def _failover(self, request: _Request, chain: list[_EndpointState], messages: list[dict[str, Any]],
-                  usage: _Usage) -> tuple[ProviderResult, _EndpointState]:
+    def _failover(
+        self,
+        request: _Request,
+        chain: list[_EndpointState],
+        messages: list[dict[str, Any]],
+        usage: _Usage,
+    ) -> tuple[ProviderResult, _EndpointState]:
         errors: list[BaseException] = []
         for index, state in enumerate(chain):
             if index:
-                self.metrics.failovers.labels(chain[index - 1].endpoint.name, state.endpoint.name).inc()
+                self.metrics.failovers.labels(
+                    chain[index - 1].endpoint.name, state.endpoint.name
+                ).inc()
             try:
                 return self._attempts(request, state, messages, usage), state
             except ProviderError as exc:
                 errors.append(exc)
         raise AllEndpointsFailedError([s.endpoint.name for s in chain], errors)
 
-    def _attempts(self, request: _Request, state: _EndpointState, messages: list[dict[str, Any]],
-                  usage: _Usage) -> ProviderResult:
+    def _attempts(
+        self,
+        request: _Request,
+        state: _EndpointState,
+        messages: list[dict[str, Any]],
+        usage: _Usage,
+    ) -> ProviderResult:
         endpoint = state.endpoint
         timeout = request.timeout_s or endpoint.timeout_s
         for attempt in range(endpoint.retry.max_retries + 1):
@@ -492,8 +642,11 @@ class LLMClient:
     def _admit(self, state: _EndpointState) -> None:
         if not state.breaker.allow():
             self.metrics.errors.labels(state.endpoint.name, "circuit_open").inc()
-            raise CircuitOpenError(state.endpoint.name, f"circuit breaker open (next probe after "
-                                   f"{state.endpoint.breaker.reset_timeout_s:g} s); call not attempted")
+            raise CircuitOpenError(
+                state.endpoint.name,
+                f"circuit breaker open (next probe after "
+                f"{state.endpoint.breaker.reset_timeout_s:g} s); call not attempted",
+            )
 
     def _failed(self, state: _EndpointState, exc: ProviderError) -> TransientError:
         self.metrics.errors.labels(state.endpoint.name, exc.kind).inc()
@@ -510,15 +663,26 @@ class LLMClient:
         self.metrics.retries.labels(state.endpoint.name).inc()
         return backoff_delay(state.endpoint.retry, attempt, error.retry_after, self._rng)
 
-    def _response(self, result: ProviderResult, state: _EndpointState, usage: _Usage, parsed: Any) -> LLMResponse:
-        return LLMResponse(text=result.text, endpoint=state.endpoint.name, model=result.model,
-                           prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                           cost_usd=usage.cost_usd, parsed=parsed, attempts=usage.attempts,
-                           finish_reason=result.finish_reason, endpoints_tried=list(dict.fromkeys(usage.endpoints)))
+    def _response(
+        self, result: ProviderResult, state: _EndpointState, usage: _Usage, parsed: Any
+    ) -> LLMResponse:
+        return LLMResponse(
+            text=result.text,
+            endpoint=state.endpoint.name,
+            model=result.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost_usd,
+            parsed=parsed,
+            attempts=usage.attempts,
+            finish_reason=result.finish_reason,
+            endpoints_tried=list(dict.fromkeys(usage.endpoints)),
+        )
 
     # Async path -------------------------------------------------------------------------------
-    async def _acomplete_once(self, request: _Request, *, use_cache: bool, dedupe: bool,
-                              repeat_index: int | None = None) -> LLMResponse:
+    async def _acomplete_once(
+        self, request: _Request, *, use_cache: bool, dedupe: bool, repeat_index: int | None = None
+    ) -> LLMResponse:
         started = time.perf_counter()
         timestamp = datetime.now(UTC)
         usage = _Usage()
@@ -537,8 +701,15 @@ class LLMClient:
                 else:
                     shared = await asyncio.shield(leader)
                     self.metrics.deduplicated.labels(request.endpoint).inc()
-                    follower = replace(shared, cache="exact", deduplicated=True, prompt_tokens=0, completion_tokens=0,
-                                       cost_usd=0.0, attempts=0)
+                    follower = replace(
+                        shared,
+                        cache="exact",
+                        deduplicated=True,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        cost_usd=0.0,
+                        attempts=0,
+                    )
                     return self._finish(request, follower, usage, started, timestamp, repeat_index)
             try:
                 response = await self._acall(request, usage)
@@ -580,20 +751,32 @@ class LLMClient:
         finally:
             reservation.settle(usage.cost_usd)
 
-    async def _afailover(self, request: _Request, chain: list[_EndpointState], messages: list[dict[str, Any]],
-                         usage: _Usage) -> tuple[ProviderResult, _EndpointState]:
+    async def _afailover(
+        self,
+        request: _Request,
+        chain: list[_EndpointState],
+        messages: list[dict[str, Any]],
+        usage: _Usage,
+    ) -> tuple[ProviderResult, _EndpointState]:
         errors: list[BaseException] = []
         for index, state in enumerate(chain):
             if index:
-                self.metrics.failovers.labels(chain[index - 1].endpoint.name, state.endpoint.name).inc()
+                self.metrics.failovers.labels(
+                    chain[index - 1].endpoint.name, state.endpoint.name
+                ).inc()
             try:
                 return await self._aattempts(request, state, messages, usage), state
             except ProviderError as exc:
                 errors.append(exc)
         raise AllEndpointsFailedError([s.endpoint.name for s in chain], errors)
 
-    async def _aattempts(self, request: _Request, state: _EndpointState, messages: list[dict[str, Any]],
-                         usage: _Usage) -> ProviderResult:
+    async def _aattempts(
+        self,
+        request: _Request,
+        state: _EndpointState,
+        messages: list[dict[str, Any]],
+        usage: _Usage,
+    ) -> ProviderResult:
         endpoint = state.endpoint
         timeout = request.timeout_s or endpoint.timeout_s
         for attempt in range(endpoint.retry.max_retries + 1):
@@ -604,7 +787,9 @@ class LLMClient:
             usage.attempts += 1
             usage.endpoints.append(endpoint.name)
             try:
-                result = await state.provider.achat(messages, request.params, request.schema, timeout)
+                result = await state.provider.achat(
+                    messages, request.params, request.schema, timeout
+                )
             except ProviderError as exc:
                 error = self._failed(state, exc)
             else:
@@ -617,8 +802,15 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     # Recording --------------------------------------------------------------------------------
-    def _finish(self, request: _Request, response: LLMResponse, usage: _Usage, started: float,
-                timestamp: datetime, repeat_index: int | None) -> LLMResponse:
+    def _finish(
+        self,
+        request: _Request,
+        response: LLMResponse,
+        usage: _Usage,
+        started: float,
+        timestamp: datetime,
+        repeat_index: int | None,
+    ) -> LLMResponse:
         response.latency_ms = (time.perf_counter() - started) * 1000.0
         response.trace_id = new_trace_id()
         endpoint = response.endpoint
@@ -642,15 +834,35 @@ class LLMClient:
                 attributes["similarity"] = round(response.similarity, 4)
             if repeat_index is not None:
                 attributes["repeat_index"] = repeat_index
-            self.traces.record(self._row(request, timestamp, response.trace_id, endpoint=endpoint, model=response.model,
-                                         output=response.text, latency_ms=response.latency_ms,
-                                         prompt_tokens=response.prompt_tokens,
-                                         completion_tokens=response.completion_tokens, cost_usd=response.cost_usd,
-                                         status="ok", error="", cache=response.cache, attributes=attributes))
+            self.traces.record(
+                self._row(
+                    request,
+                    timestamp,
+                    response.trace_id,
+                    endpoint=endpoint,
+                    model=response.model,
+                    output=response.text,
+                    latency_ms=response.latency_ms,
+                    prompt_tokens=response.prompt_tokens,
+                    completion_tokens=response.completion_tokens,
+                    cost_usd=response.cost_usd,
+                    status="ok",
+                    error="",
+                    cache=response.cache,
+                    attributes=attributes,
+                )
+            )
         return response
 
-    def _finish_error(self, request: _Request, exc: Exception, usage: _Usage, started: float,
-                      timestamp: datetime, repeat_index: int | None) -> None:
+    def _finish_error(
+        self,
+        request: _Request,
+        exc: Exception,
+        usage: _Usage,
+        started: float,
+        timestamp: datetime,
+        repeat_index: int | None,
+    ) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
         endpoint = usage.endpoints[-1] if usage.endpoints else request.endpoint
         m = self.metrics
@@ -663,20 +875,45 @@ class LLMClient:
         if usage.cost_usd:
             m.cost.labels(endpoint).inc(usage.cost_usd)
         if self.traces is not None:
-            attributes = {**request.attributes, "attempts": usage.attempts,
-                          "endpoints_tried": list(dict.fromkeys(usage.endpoints))}
+            attributes = {
+                **request.attributes,
+                "attempts": usage.attempts,
+                "endpoints_tried": list(dict.fromkeys(usage.endpoints)),
+            }
             if repeat_index is not None:
                 attributes["repeat_index"] = repeat_index
-            self.traces.record(self._row(request, timestamp, new_trace_id(), endpoint=endpoint,
-                                         model=self.endpoints[endpoint].model, output="", latency_ms=latency_ms,
-                                         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                                         cost_usd=usage.cost_usd, status="error",
-                                         error=f"{type(exc).__name__}: {exc}"[:2000], cache="miss",
-                                         attributes=attributes))
+            self.traces.record(
+                self._row(
+                    request,
+                    timestamp,
+                    new_trace_id(),
+                    endpoint=endpoint,
+                    model=self.endpoints[endpoint].model,
+                    output="",
+                    latency_ms=latency_ms,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cost_usd=usage.cost_usd,
+                    status="error",
+                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                    cache="miss",
+                    attributes=attributes,
+                )
+            )
 
-    def _row(self, request: _Request, timestamp: datetime, trace_id: str, **values: Any) -> dict[str, Any]:
-        return trace_row(trace_id=trace_id, timestamp=timestamp, prompt_name=request.prompt_name,
-                         prompt_version=request.prompt_version, user_id=request.user_id,
-                         session_id=request.session_id, run_id=request.run_id,
-                         input=request.trace_input or request.last_user_text(),
-                         retrieved_ids=request.retrieved_ids, retrieved_text=request.retrieved_text, **values)
+    def _row(
+        self, request: _Request, timestamp: datetime, trace_id: str, **values: Any
+    ) -> dict[str, Any]:
+        return trace_row(
+            trace_id=trace_id,
+            timestamp=timestamp,
+            prompt_name=request.prompt_name,
+            prompt_version=request.prompt_version,
+            user_id=request.user_id,
+            session_id=request.session_id,
+            run_id=request.run_id,
+            input=request.trace_input or request.last_user_text(),
+            retrieved_ids=request.retrieved_ids,
+            retrieved_text=request.retrieved_text,
+            **values,
+        )

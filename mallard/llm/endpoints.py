@@ -33,7 +33,15 @@ ALLOWED_PARAMS = frozenset(
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
-def _check_number(endpoint: str, name: str, value: Any, *, minimum: float, strict: bool = False, integer: bool = False) -> None:
+def _check_number(
+    endpoint: str,
+    name: str,
+    value: Any,
+    *,
+    minimum: float,
+    strict: bool = False,
+    integer: bool = False,
+) -> None:
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise EndpointConfigError(endpoint, name, f"must be {kind}, got {value!r}")
@@ -47,8 +55,14 @@ def _validate_section(endpoint: str, prefix: str, obj: Any) -> None:
         value = getattr(obj, spec.name)
         meta = spec.metadata
         if "minimum" in meta:
-            _check_number(endpoint, f"{prefix}.{spec.name}", value, minimum=meta["minimum"],
-                          strict=meta.get("strict", False), integer=meta.get("integer", False))
+            _check_number(
+                endpoint,
+                f"{prefix}.{spec.name}",
+                value,
+                minimum=meta["minimum"],
+                strict=meta.get("strict", False),
+                integer=meta.get("integer", False),
+            )
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,9 @@ class Price:
     output_per_million: float = field(default=0.0, metadata={"minimum": 0.0})
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+        return (
+            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -115,58 +131,99 @@ class Endpoint:
     def __post_init__(self) -> None:
         name = self.name
         if not isinstance(name, str) or not _NAME.match(name):
-            raise EndpointConfigError(str(name), "name", "must be lower-case letters, digits, '.', '_' or '-'")
+            raise EndpointConfigError(
+                str(name), "name", "must be lower-case letters, digits, '.', '_' or '-'"
+            )
         if self.provider not in PROVIDERS:
-            raise EndpointConfigError(name, "provider", f"must be one of {PROVIDERS}, got {self.provider!r}")
+            raise EndpointConfigError(
+                name, "provider", f"must be one of {PROVIDERS}, got {self.provider!r}"
+            )
         if not isinstance(self.model, str) or not self.model:
             raise EndpointConfigError(name, "model", "must be a non-empty model id")
         if self.provider == "openai-compatible":
             if not self.base_url or not str(self.base_url).startswith(("http://", "https://")):
-                raise EndpointConfigError(name, "base_url", f"must be an http(s) URL for an openai-compatible endpoint, got {self.base_url!r}")
+                raise EndpointConfigError(
+                    name,
+                    "base_url",
+                    f"must be an http(s) URL for an openai-compatible endpoint, got {self.base_url!r}",
+                )
             if self.gguf is not None:
                 raise EndpointConfigError(name, "gguf", "is only for provider 'local'")
         else:
             if not isinstance(self.gguf, PackagedGGUF | MultipartGGUF):
-                raise EndpointConfigError(name, "gguf", "is required for provider 'local' (a PackagedGGUF or MultipartGGUF)")
+                raise EndpointConfigError(
+                    name,
+                    "gguf",
+                    "is required for provider 'local' (a PackagedGGUF or MultipartGGUF)",
+                )
             if self.base_url:
-                raise EndpointConfigError(name, "base_url", "is only for provider 'openai-compatible'")
-        if self.api_key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
-            raise EndpointConfigError(name, "api_key_env", f"must be an environment variable name, got {self.api_key_env!r}")
+                raise EndpointConfigError(
+                    name, "base_url", "is only for provider 'openai-compatible'"
+                )
+        if self.api_key_env is not None and not re.match(
+            r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env
+        ):
+            raise EndpointConfigError(
+                name,
+                "api_key_env",
+                f"must be an environment variable name, got {self.api_key_env!r}",
+            )
         if not isinstance(self.params, Mapping):
             raise EndpointConfigError(name, "params", "must be a mapping")
         unknown = sorted(set(self.params) - ALLOWED_PARAMS)
         if unknown:
-            raise EndpointConfigError(name, f"params.{unknown[0]}", f"is not a supported parameter (supported: {', '.join(sorted(ALLOWED_PARAMS))})")
-        for key, minimum in (("temperature", 0.0), ("top_p", 0.0), ("presence_penalty", -2.0), ("frequency_penalty", -2.0)):
+            raise EndpointConfigError(
+                name,
+                f"params.{unknown[0]}",
+                f"is not a supported parameter (supported: {', '.join(sorted(ALLOWED_PARAMS))})",
+            )
+        for key, minimum in (
+            ("temperature", 0.0),
+            ("top_p", 0.0),
+            ("presence_penalty", -2.0),
+            ("frequency_penalty", -2.0),
+        ):
             if key in self.params:
                 _check_number(name, f"params.{key}", self.params[key], minimum=minimum)
         if "max_tokens" in self.params:
-            _check_number(name, "params.max_tokens", self.params["max_tokens"], minimum=1, integer=True)
+            _check_number(
+                name, "params.max_tokens", self.params["max_tokens"], minimum=1, integer=True
+            )
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         _check_number(name, "context_length", self.context_length, minimum=1, integer=True)
         if self.params.get("max_tokens", 0) >= self.context_length:
-            raise EndpointConfigError(name, "params.max_tokens", f"must be < context_length ({self.context_length})")
+            raise EndpointConfigError(
+                name, "params.max_tokens", f"must be < context_length ({self.context_length})"
+            )
         _check_number(name, "max_concurrency", self.max_concurrency, minimum=1, integer=True)
         _check_number(name, "timeout_s", self.timeout_s, minimum=0.0, strict=True)
         for section, cls in (("price", Price), ("retry", RetryPolicy), ("breaker", BreakerPolicy)):
             value = getattr(self, section)
             if not isinstance(value, cls):
-                raise EndpointConfigError(name, section, f"must be a {cls.__name__}, got {type(value).__name__}")
+                raise EndpointConfigError(
+                    name, section, f"must be a {cls.__name__}, got {type(value).__name__}"
+                )
             _validate_section(name, section, value)
         if self.rate_limit is not None:
             if not isinstance(self.rate_limit, RateLimit):
                 raise EndpointConfigError(name, "rate_limit", "must be a RateLimit or None")
             _validate_section(name, "rate_limit", self.rate_limit)
         if isinstance(self.fallbacks, str):
-            raise EndpointConfigError(name, "fallbacks", "must be a list of endpoint names, not one string")
+            raise EndpointConfigError(
+                name, "fallbacks", "must be a list of endpoint names, not one string"
+            )
         fallbacks = tuple(self.fallbacks)
         if name in fallbacks:
             raise EndpointConfigError(name, "fallbacks", "must not contain the endpoint itself")
         if len(set(fallbacks)) != len(fallbacks):
-            raise EndpointConfigError(name, "fallbacks", f"lists an endpoint twice: {list(fallbacks)}")
+            raise EndpointConfigError(
+                name, "fallbacks", f"lists an endpoint twice: {list(fallbacks)}"
+            )
         object.__setattr__(self, "fallbacks", fallbacks)
         if self.structured_output not in STRUCTURED_MODES:
-            raise EndpointConfigError(name, "structured_output", f"must be one of {STRUCTURED_MODES}")
+            raise EndpointConfigError(
+                name, "structured_output", f"must be one of {STRUCTURED_MODES}"
+            )
 
     @property
     def is_local(self) -> bool:
@@ -178,7 +235,9 @@ class Endpoint:
             return "not-needed"
         value = os.environ.get(self.api_key_env)
         if not value:
-            raise EndpointConfigError(self.name, "api_key_env", f"names ${self.api_key_env}, which is not set")
+            raise EndpointConfigError(
+                self.name, "api_key_env", f"names ${self.api_key_env}, which is not set"
+            )
         return value
 
     @property
@@ -200,13 +259,17 @@ class Endpoints(Mapping[str, Endpoint]):
         for endpoint in self._by_name.values():
             for fallback in endpoint.fallbacks:
                 if fallback not in self._by_name:
-                    raise EndpointConfigError(endpoint.name, "fallbacks", f"names {fallback!r}, which is not declared")
+                    raise EndpointConfigError(
+                        endpoint.name, "fallbacks", f"names {fallback!r}, which is not declared"
+                    )
 
     def __getitem__(self, name: str) -> Endpoint:
         try:
             return self._by_name[name]
         except KeyError:
-            raise KeyError(f"no endpoint named {name!r}; declared: {', '.join(self._by_name)}") from None
+            raise KeyError(
+                f"no endpoint named {name!r}; declared: {', '.join(self._by_name)}"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_name)

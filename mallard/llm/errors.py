@@ -84,7 +84,9 @@ class AllEndpointsFailedError(LLMError):
 class BudgetExceededError(LLMError):
     """A call was refused because its worst-case cost would cross a hard budget."""
 
-    def __init__(self, scope: str, key: str, limit: float, spent: float, worst_case: float, detail: str):
+    def __init__(
+        self, scope: str, key: str, limit: float, spent: float, worst_case: float, detail: str
+    ):
         self.scope = scope
         self.key = key
         self.limit = limit

@@ -80,7 +80,9 @@ class PackagedGGUF:
         return f"{self.package}/{self.filename}"
 
     def install_hint(self) -> str:
-        return f"install the `{self.distribution or self.package.replace('_', '-')}` package (uv sync)"
+        return (
+            f"install the `{self.distribution or self.package.replace('_', '-')}` package (uv sync)"
+        )
 
     def locate(self, models_dir: Path | None = None) -> Path:
         folder = _package_dir(self.package)
@@ -88,11 +90,15 @@ class PackagedGGUF:
         if folder is not None:
             candidates += [folder / self.filename, *folder.rglob(self.filename)]
         if self.distribution:
-            candidates += [p for p in _distribution_data_files(self.distribution) if p.name == self.filename]
+            candidates += [
+                p for p in _distribution_data_files(self.distribution) if p.name == self.filename
+            ]
         for path in candidates:
             if path.is_file():
                 return path
-        raise ModelFileError(f"model file {self.filename} not found in package {self.package!r}: {self.install_hint()}")
+        raise ModelFileError(
+            f"model file {self.filename} not found in package {self.package!r}: {self.install_hint()}"
+        )
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,12 @@ class MultipartGGUF:
         target = Path(models_dir) / self.filename
         stamp = target.with_name(target.name + ".sha256")
         with _JOIN_LOCK:
-            if target.is_file() and target.stat().st_size == self.size and stamp.is_file() and stamp.read_text().strip() == self.sha256:
+            if (
+                target.is_file()
+                and target.stat().st_size == self.size
+                and stamp.is_file()
+                and stamp.read_text().strip() == self.sha256
+            ):
                 return target
             return self._join(target, stamp)
 

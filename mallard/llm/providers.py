@@ -38,11 +38,15 @@ class ProviderResult:
 
 
 def schema_instruction(schema: dict[str, Any]) -> str:
-    return ("Reply with a single JSON value and nothing else. It must validate against this JSON schema: "
-            + json.dumps(schema, separators=(",", ":")))
+    return (
+        "Reply with a single JSON value and nothing else. It must validate against this JSON schema: "
+        + json.dumps(schema, separators=(",", ":"))
+    )
 
 
-def with_schema_instruction(messages: list[dict[str, Any]], schema: dict[str, Any] | None) -> list[dict[str, Any]]:
+def with_schema_instruction(
+    messages: list[dict[str, Any]], schema: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     if schema is None:
         return messages
     leading = 0
@@ -56,15 +60,21 @@ class OpenAICompatibleProvider:
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
         self._sync: Any = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int | None:
         return None  # no tokenizer for a remote model: the caller over-estimates instead
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"base_url": self.endpoint.base_url, "api_key": self.endpoint.api_key(), "max_retries": 0,
-                "timeout": self.endpoint.timeout_s}
+        return {
+            "base_url": self.endpoint.base_url,
+            "api_key": self.endpoint.api_key(),
+            "max_retries": 0,
+            "timeout": self.endpoint.timeout_s,
+        }
 
     def sync_client(self) -> Any:
         if self._sync is None:
@@ -91,30 +101,53 @@ class OpenAICompatibleProvider:
         if client is not None:
             await client.close()
 
-    def _request(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": self.endpoint.model, "messages": with_schema_instruction(messages, schema), **params}
+    def _request(
+        self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": with_schema_instruction(messages, schema),
+            **params,
+        }
         if schema is not None:
             mode = self.endpoint.structured_output
             if mode == "json_schema":
-                request["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+                request["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "reply", "schema": schema},
+                }
             elif mode == "json_object":
                 request["response_format"] = {"type": "json_object", "schema": schema}
         return request
 
-    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None,
-             timeout: float) -> ProviderResult:
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        schema: dict[str, Any] | None,
+        timeout: float,
+    ) -> ProviderResult:
         try:
             client = self.sync_client()
-            response = client.chat.completions.create(**self._request(messages, params, schema), timeout=timeout)
+            response = client.chat.completions.create(
+                **self._request(messages, params, schema), timeout=timeout
+            )
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error
             raise self._map_error(exc) from exc
         return self._result(response)
 
-    async def achat(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None,
-                    timeout: float) -> ProviderResult:
+    async def achat(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        schema: dict[str, Any] | None,
+        timeout: float,
+    ) -> ProviderResult:
         try:
             client = self.async_client()
-            response = await client.chat.completions.create(**self._request(messages, params, schema), timeout=timeout)
+            response = await client.chat.completions.create(
+                **self._request(messages, params, schema), timeout=timeout
+            )
         except Exception as exc:  # noqa: BLE001
             raise self._map_error(exc) from exc
         return self._result(response)
@@ -151,13 +184,21 @@ class OpenAICompatibleProvider:
             return TransientError(name, f"connection failed: {exc}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
+            retry_after = (
+                parse_retry_after(exc.response.headers.get("retry-after"))
+                if exc.response is not None
+                else None
+            )
             if status == 429:
                 return RateLimitedError(name, "HTTP 429 rate limited", retry_after=retry_after)
             if status >= 500 or status in (408, 409):
-                return TransientError(name, f"HTTP {status}: {exc.message}", retry_after=retry_after)
+                return TransientError(
+                    name, f"HTTP {status}: {exc.message}", retry_after=retry_after
+                )
             return RequestRejectedError(name, f"HTTP {status}: {exc.message}")
-        if isinstance(exc, ValueError | openai.APIResponseValidationError):  # JSONDecodeError is a ValueError
+        if isinstance(
+            exc, ValueError | openai.APIResponseValidationError
+        ):  # JSONDecodeError is a ValueError
             return MalformedResponseError(name, f"unreadable response: {type(exc).__name__}: {exc}")
         return TransientError(name, f"{type(exc).__name__}: {exc}")
 
@@ -187,7 +228,9 @@ def _create_chat_completion_until(model: Any, deadline: _Deadline, **kwargs: Any
     original = model.create_completion
 
     def create_completion(*args: Any, **options: Any) -> Any:
-        options["stopping_criteria"] = StoppingCriteriaList([*(options.get("stopping_criteria") or []), deadline])
+        options["stopping_criteria"] = StoppingCriteriaList(
+            [*(options.get("stopping_criteria") or []), deadline]
+        )
         return original(*args, **options)
 
     model.create_completion = create_completion
@@ -212,8 +255,14 @@ def load_llama(path: Path, n_ctx: int, threads: int) -> tuple[Any, threading.Loc
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             from llama_cpp import Llama
 
-            _LLAMAS[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                 verbose=False, seed=0)
+            _LLAMAS[key] = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+                seed=0,
+            )
             _LLAMA_LOCKS[key] = threading.Lock()
         return _LLAMAS[key], _LLAMA_LOCKS[key]
 
@@ -241,8 +290,13 @@ class LocalProvider:
         text = "\n".join(str(m.get("content") or "") for m in messages)
         return len(self._model.tokenize(text.encode(), add_bos=True)) + 4 * len(messages)
 
-    def chat(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None,
-             timeout: float) -> ProviderResult:
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        schema: dict[str, Any] | None,
+        timeout: float,
+    ) -> ProviderResult:
         name = self.endpoint.name
         started = time.monotonic()
         try:
@@ -251,8 +305,22 @@ class LocalProvider:
             raise RequestRejectedError(name, f"cannot load the local model: {exc}") from exc
         deadline = _Deadline(started + timeout)
         kwargs: dict[str, Any] = {"messages": with_schema_instruction(messages, schema)}
-        kwargs.update({k: v for k, v in params.items() if k in ("temperature", "top_p", "max_tokens", "seed", "stop",
-                                                                "presence_penalty", "frequency_penalty")})
+        kwargs.update(
+            {
+                k: v
+                for k, v in params.items()
+                if k
+                in (
+                    "temperature",
+                    "top_p",
+                    "max_tokens",
+                    "seed",
+                    "stop",
+                    "presence_penalty",
+                    "frequency_penalty",
+                )
+            }
+        )
         kwargs.setdefault("temperature", 0.0)
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
@@ -262,7 +330,9 @@ class LocalProvider:
         try:
             response = _create_chat_completion_until(model, deadline, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            raise RequestRejectedError(name, f"llama.cpp failed: {type(exc).__name__}: {exc}") from exc
+            raise RequestRejectedError(
+                name, f"llama.cpp failed: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             self._lock.release()
         if deadline.fired:
@@ -270,13 +340,21 @@ class LocalProvider:
         try:
             choice = response["choices"][0]
             usage = response.get("usage") or {}
-            return ProviderResult(text=choice["message"]["content"] or "", model=self.endpoint.model,
-                                  prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                                  completion_tokens=int(usage.get("completion_tokens", 0)),
-                                  finish_reason=str(choice.get("finish_reason") or ""))
+            return ProviderResult(
+                text=choice["message"]["content"] or "",
+                model=self.endpoint.model,
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                finish_reason=str(choice.get("finish_reason") or ""),
+            )
         except (KeyError, IndexError, TypeError) as exc:
             raise MalformedResponseError(name, f"unexpected llama.cpp response: {exc}") from exc
 
-    async def achat(self, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict[str, Any] | None,
-                    timeout: float) -> ProviderResult:
+    async def achat(
+        self,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        schema: dict[str, Any] | None,
+        timeout: float,
+    ) -> ProviderResult:
         return await asyncio.to_thread(self.chat, messages, params, schema, timeout)

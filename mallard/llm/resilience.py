@@ -21,7 +21,9 @@ CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 BREAKER_STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
-def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    policy: RetryPolicy, attempt: int, retry_after: float | None, rng: random.Random | None = None
+) -> float:
     """Full-jitter exponential backoff for retry number `attempt` (0-based), honouring Retry-After."""
     ceiling = min(policy.max_delay_s, policy.base_delay_s * (2**attempt))
     delay = (rng or random).uniform(0.0, ceiling)
@@ -50,8 +52,12 @@ class CircuitBreaker:
     """closed → (N consecutive failures) → open → (reset timeout) → half-open: one probe;
     its success closes the breaker, its failure opens it again."""
 
-    def __init__(self, policy: BreakerPolicy, on_change: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.policy = policy
         self._clock = clock
         self._on_change = on_change

@@ -21,7 +21,9 @@ class OutputSpec:
             self.model = spec
             self.schema = spec.model_json_schema()
         else:
-            raise TypeError(f"schema must be a JSON schema dict or a pydantic model class, got {spec!r}")
+            raise TypeError(
+                f"schema must be a JSON schema dict or a pydantic model class, got {spec!r}"
+            )
         self.key = json.dumps(self.schema, sort_keys=True)
 
     def parse(self, text: str) -> tuple[Any, list[str]]:
@@ -35,7 +37,9 @@ class OutputSpec:
             try:
                 return self.model.model_validate(value), []
             except ValidationError as exc:
-                return None, [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+                return None, [
+                    f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+                ]
         problems = [
             f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
             for error in _validator(self.key).iter_errors(value)
@@ -62,7 +66,7 @@ def extract_json(text: str) -> tuple[Any, str]:
     for opener, closer in (("{", "}"), ("[", "]")):
         start, end = text.find(opener), text.rfind(closer)
         if 0 <= start < end:
-            candidates.append(text[start:end + 1])
+            candidates.append(text[start : end + 1])
     error = ""
     for candidate in candidates:
         try:
@@ -72,12 +76,18 @@ def extract_json(text: str) -> tuple[Any, str]:
     return None, error
 
 
-def repair_messages(messages: list[dict[str, Any]], reply: str, problems: list[str]) -> list[dict[str, Any]]:
+def repair_messages(
+    messages: list[dict[str, Any]], reply: str, problems: list[str]
+) -> list[dict[str, Any]]:
     return [
         *messages,
         {"role": "assistant", "content": reply},
-        {"role": "user", "content": "Your reply was not valid: " + "; ".join(problems[:5])
-         + ". Reply again with only the corrected JSON, which must validate against the schema."},
+        {
+            "role": "user",
+            "content": "Your reply was not valid: "
+            + "; ".join(problems[:5])
+            + ". Reply again with only the corrected JSON, which must validate against the schema.",
+        },
     ]
 
 

@@ -41,15 +41,28 @@ def default_reply(body: dict[str, Any]) -> str:
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_schema", "json_object"):
         return json.dumps({"answer": "ok", "score": 3})
-    last = next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+    last = next(
+        (
+            m.get("content", "")
+            for m in reversed(body.get("messages", []))
+            if m.get("role") == "user"
+        ),
+        "",
+    )
     return f"echo: {last}"
 
 
 class FakeOpenAIServer:
     """Threaded stdlib HTTP server; `requests` records what arrived, `max_in_flight` the peak concurrency."""
 
-    def __init__(self, *, model: str = "fake-model", delay_s: float = 0.0, hang_s: float = 5.0,
-                 reply: Callable[[dict[str, Any]], str] = default_reply):
+    def __init__(
+        self,
+        *,
+        model: str = "fake-model",
+        delay_s: float = 0.0,
+        hang_s: float = 5.0,
+        reply: Callable[[dict[str, Any]], str] = default_reply,
+    ):
         self.model = model
         self.delay_s = delay_s
         self.hang_s = hang_s
@@ -107,15 +120,30 @@ class FakeOpenAIServer:
                     outer._connections.discard(self.request)
                 super().finish()
 
-            def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-                lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-                         "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+            def _send(
+                self, status: int, payload: bytes, headers: dict[str, str] | None = None
+            ) -> None:
+                lines = [
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+                    "Content-Type: application/json",
+                    f"Content-Length: {len(payload)}",
+                ]
                 lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
                 self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    body = {"object": "list", "data": [{"id": outer.model, "object": "model", "created": 0, "owned_by": "mallard"}]}
+                    body = {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": outer.model,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "mallard",
+                            }
+                        ],
+                    }
                     self._send(200, json.dumps(body).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
@@ -150,10 +178,16 @@ class FakeOpenAIServer:
                 if fault and fault.startswith("429"):
                     _, _, after = fault.partition(":")
                     headers = {"Retry-After": after} if after else {}
-                    self._send(429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', headers)
+                    self._send(
+                        429,
+                        b'{"error": {"message": "rate limited", "type": "rate_limit"}}',
+                        headers,
+                    )
                     return
                 if fault and fault.isdigit():
-                    self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode())
+                    self._send(
+                        int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode()
+                    )
                     return
                 if fault == "timeout":
                     time.sleep(outer.hang_s)
@@ -167,11 +201,18 @@ class FakeOpenAIServer:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model") or outer.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": _count_tokens(prompt_text),
-                              "completion_tokens": _count_tokens(text),
-                              "total_tokens": _count_tokens(prompt_text) + _count_tokens(text)},
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": _count_tokens(prompt_text),
+                        "completion_tokens": _count_tokens(text),
+                        "total_tokens": _count_tokens(prompt_text) + _count_tokens(text),
+                    },
                 }
                 self._send(200, json.dumps(payload).encode())
 
@@ -180,7 +221,9 @@ class FakeOpenAIServer:
         server.block_on_close = False
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -23,10 +23,25 @@ from mallard.traces.schema import TRACE_COLUMNS
 log = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, Any] = {
-    "endpoint": "", "model": "", "prompt_name": "", "prompt_version": 0, "user_id": "", "session_id": "",
-    "run_id": "", "input": "", "output": "", "retrieved_ids": [], "retrieved_text": "", "latency_ms": 0.0,
-    "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "status": "ok", "error": "",
-    "cache": "miss", "attributes": "{}",
+    "endpoint": "",
+    "model": "",
+    "prompt_name": "",
+    "prompt_version": 0,
+    "user_id": "",
+    "session_id": "",
+    "run_id": "",
+    "input": "",
+    "output": "",
+    "retrieved_ids": [],
+    "retrieved_text": "",
+    "latency_ms": 0.0,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "cost_usd": 0.0,
+    "status": "ok",
+    "error": "",
+    "cache": "miss",
+    "attributes": "{}",
 }
 
 
@@ -38,7 +53,9 @@ def trace_row(**values: Any) -> dict[str, Any]:
     """A complete trace row: defaults filled in, unknown columns refused."""
     unknown = set(values) - set(TRACE_COLUMNS)
     if unknown:
-        raise ValueError(f"not trace columns: {sorted(unknown)}; the schema is mallard.traces.schema")
+        raise ValueError(
+            f"not trace columns: {sorted(unknown)}; the schema is mallard.traces.schema"
+        )
     row = {**_DEFAULTS, **values}
     row.setdefault("trace_id", new_trace_id())
     row.setdefault("timestamp", datetime.now(UTC))
@@ -50,8 +67,14 @@ def trace_row(**values: Any) -> dict[str, Any]:
 class TraceRecorder:
     """Buffers trace rows and appends them to a Delta table in batches."""
 
-    def __init__(self, table_path: Path | str, *, flush_rows: int = 1000, flush_interval_s: float = 5.0,
-                 max_buffer_rows: int = 100_000):
+    def __init__(
+        self,
+        table_path: Path | str,
+        *,
+        flush_rows: int = 1000,
+        flush_interval_s: float = 5.0,
+        max_buffer_rows: int = 100_000,
+    ):
         self.table_path = Path(table_path)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
@@ -75,7 +98,9 @@ class TraceRecorder:
             self._rows.append(row)
             pending = len(self._rows)
             if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="mallard-trace-flush", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="mallard-trace-flush", daemon=True
+                )
                 self._thread.start()
         if pending >= self.flush_rows:
             self._wake.set()
@@ -91,7 +116,9 @@ class TraceRecorder:
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - a flush failure must not kill the flusher
-                log.exception("trace flush to %s failed; rows kept for the next flush", self.table_path)
+                log.exception(
+                    "trace flush to %s failed; rows kept for the next flush", self.table_path
+                )
 
     def flush(self) -> int:
         """Write every buffered row in one Delta commit; returns how many were written."""

@@ -14,9 +14,14 @@ FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05, max
 def remote(name: str, srv: FakeOpenAIServer | str, **overrides: Any) -> Endpoint:
     base_url = srv if isinstance(srv, str) else srv.base_url
     options: dict[str, Any] = {
-        "provider": "openai-compatible", "model": "fake-model", "base_url": base_url, "timeout_s": 0.3,
-        "retry": FAST_RETRY, "breaker": BreakerPolicy(failure_threshold=50, reset_timeout_s=0.2),
-        "params": {"max_tokens": 50}, "max_concurrency": 8,
+        "provider": "openai-compatible",
+        "model": "fake-model",
+        "base_url": base_url,
+        "timeout_s": 0.3,
+        "retry": FAST_RETRY,
+        "breaker": BreakerPolicy(failure_threshold=50, reset_timeout_s=0.2),
+        "params": {"max_tokens": 50},
+        "max_concurrency": 8,
     }
     options.update(overrides)
     return Endpoint(name=name, **options)

@@ -17,7 +17,13 @@ def test_exact_cache_hit_and_miss(server, make_client, metrics):
     assert second.cost_usd == 0 and second.prompt_tokens == 0
     # any change of parameters, messages or schema is a different key
     client.complete("api", "what is pondstream?", temperature=0.7)
-    client.complete("api", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is pondstream?"}])
+    client.complete(
+        "api",
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "what is pondstream?"},
+        ],
+    )
     assert server.completion_calls == 3
     assert metric_value(metrics, "mallard_llm_cache_lookups_total", kind="exact", result="hit") == 1
 
@@ -68,15 +74,22 @@ def embedder():
 
 
 def test_embeddings_are_normalised_and_meaningful(embedder):
-    vectors = embedder.embed(["How do I cancel my subscription?", "how can I cancel my subscription",
-                              "What's the capital of France?"])
+    vectors = embedder.embed(
+        [
+            "How do I cancel my subscription?",
+            "how can I cancel my subscription",
+            "What's the capital of France?",
+        ]
+    )
     assert vectors.shape == (3, 384)
-    norms = (vectors ** 2).sum(axis=1)
+    norms = (vectors**2).sum(axis=1)
     assert norms == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
     assert vectors[0] @ vectors[1] > 0.9 > 0.3 > vectors[0] @ vectors[2]
 
 
-def test_semantic_cache_hits_paraphrase_within_threshold(server, make_client, settings, embedder, metrics):
+def test_semantic_cache_hits_paraphrase_within_threshold(
+    server, make_client, settings, embedder, metrics
+):
     semantic = SemanticCache(settings.home / "llm" / "semantic.sqlite", embedder, threshold=0.9)
     client = make_client([remote("api", server, semantic_cache=True)], semantic_cache=semantic)
     first = client.complete("api", "How do I cancel my subscription?")
@@ -86,14 +99,26 @@ def test_semantic_cache_hits_paraphrase_within_threshold(server, make_client, se
     assert first.cache == "miss" and near.cache == "semantic" and far.cache == "miss"
     assert near.text == first.text and near.similarity >= 0.9
     assert server.completion_calls == 2
-    assert metric_value(metrics, "mallard_llm_cache_lookups_total", kind="semantic", result="hit") == 1
+    assert (
+        metric_value(metrics, "mallard_llm_cache_lookups_total", kind="semantic", result="hit") == 1
+    )
 
 
 def test_semantic_cache_scope_includes_system_prompt(server, make_client, settings, embedder):
     semantic = SemanticCache(settings.home / "llm" / "semantic.sqlite", embedder, threshold=0.9)
-    client = make_client([remote("api", server, semantic_cache=True)], semantic_cache=semantic, exact_cache=False)
-    ask = lambda system: client.complete("api", [{"role": "system", "content": system},  # noqa: E731
-                                                 {"role": "user", "content": "How do I cancel?"}])
+    client = make_client(
+        [remote("api", server, semantic_cache=True)], semantic_cache=semantic, exact_cache=False
+    )
+
+    def ask(system):
+        return client.complete(
+            "api",
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": "How do I cancel?"},
+            ],
+        )
+
     ask("You are helpful.")
     client.drain()
     assert ask("You are helpful.").cache == "semantic"
@@ -102,24 +127,41 @@ def test_semantic_cache_scope_includes_system_prompt(server, make_client, settin
 
 def test_semantic_cache_is_opt_in_and_bypassable(server, make_client, settings, embedder):
     semantic = SemanticCache(settings.home / "llm" / "semantic.sqlite", embedder, threshold=0.9)
-    client = make_client([remote("api", server), remote("sem", server, semantic_cache=True)], semantic_cache=semantic,
-                         exact_cache=False)
+    client = make_client(
+        [remote("api", server), remote("sem", server, semantic_cache=True)],
+        semantic_cache=semantic,
+        exact_cache=False,
+    )
     client.complete("api", "How do I cancel my subscription?", semantic_cache=True)
     client.drain()
-    assert client.complete("api", "how can I cancel my subscription").cache == "miss"  # endpoint did not opt in
-    assert client.complete("api", "how can I cancel my subscription", semantic_cache=True).cache == "semantic"
+    assert (
+        client.complete("api", "how can I cancel my subscription").cache == "miss"
+    )  # endpoint did not opt in
+    assert (
+        client.complete("api", "how can I cancel my subscription", semantic_cache=True).cache
+        == "semantic"
+    )
     client.complete("sem", "How do I reset my password?")
     client.drain()
     assert client.complete("sem", "how do I reset my password", cache=False).cache == "miss"
-    assert client.complete("sem", "how do I reset my password", semantic_cache=False).cache == "miss"
+    assert (
+        client.complete("sem", "how do I reset my password", semantic_cache=False).cache == "miss"
+    )
 
 
 def test_semantic_cache_persists(settings, embedder):
     path = settings.home / "llm" / "semantic.sqlite"
-    SemanticCache(path, embedder, threshold=0.9).add("scope", "How do I cancel my plan?", {"text": "Settings → Plan."})
+    SemanticCache(path, embedder, threshold=0.9).add(
+        "scope", "How do I cancel my plan?", {"text": "Settings → Plan."}
+    )
     found = SemanticCache(path, embedder, threshold=0.9).lookup("scope", "how do i cancel my plan")
     assert found is not None and found[0]["text"] == "Settings → Plan."
-    assert SemanticCache(path, embedder, threshold=0.9).lookup("other-scope", "how do i cancel my plan") is None
+    assert (
+        SemanticCache(path, embedder, threshold=0.9).lookup(
+            "other-scope", "how do i cancel my plan"
+        )
+        is None
+    )
 
 
 def test_repeat_skips_both_caches(server, make_client, settings, embedder):

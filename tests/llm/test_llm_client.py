@@ -23,22 +23,35 @@ from mallard.llm.errors import (
 from mallard.llm.testing import dead_url
 from mallard.llm.tracing import read_traces
 
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}, "score": {"type": "integer", "minimum": 1,
-          "maximum": 5}}, "required": ["answer", "score"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["answer", "score"],
+}
 
 
 def test_plain_call_counts_tokens_and_cost(server, make_client, metrics):
-    client = make_client([remote("api", server, price=Price(input_per_million=1000, output_per_million=2000))],
-                         exact_cache=False)
+    client = make_client(
+        [remote("api", server, price=Price(input_per_million=1000, output_per_million=2000))],
+        exact_cache=False,
+    )
     reply = client.complete("api", "hello there world", user_id="u1")
     assert reply.text == "echo: hello there world"
     assert (reply.prompt_tokens, reply.completion_tokens) == (3, 4)
     assert reply.cost_usd == pytest.approx((3 * 1000 + 4 * 2000) / 1e6)
     assert reply.attempts == 1 and reply.cache == "miss" and reply.endpoint == "api"
     assert server.requests[0].body["max_tokens"] == 50  # the declared default parameter was sent
-    assert metric_value(metrics, "mallard_llm_calls_total", endpoint="api", status="ok", cache="miss") == 1
+    assert (
+        metric_value(metrics, "mallard_llm_calls_total", endpoint="api", status="ok", cache="miss")
+        == 1
+    )
     assert metric_value(metrics, "mallard_llm_tokens_total", endpoint="api", kind="completion") == 4
-    assert metric_value(metrics, "mallard_llm_cost_usd_total", endpoint="api") == pytest.approx(reply.cost_usd)
+    assert metric_value(metrics, "mallard_llm_cost_usd_total", endpoint="api") == pytest.approx(
+        reply.cost_usd
+    )
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "timeout", "malformed", "429"])
@@ -63,14 +76,21 @@ def test_retry_after_is_honoured(server, make_client):
 
 
 def test_retries_exhausted_then_failover(server, backup_server, make_client, metrics, settings):
-    client = make_client([remote("api", server, fallbacks=["backup"]), remote("backup", backup_server)],
-                         exact_cache=False)
+    client = make_client(
+        [remote("api", server, fallbacks=["backup"]), remote("backup", backup_server)],
+        exact_cache=False,
+    )
     server.push_faults("500", "500", "500", "500")
     reply = client.complete("api", "q", run_id="r1")
     assert reply.endpoint == "backup" and reply.model == "fake-model"
     assert server.completion_calls == 4 and backup_server.completion_calls == 1
     assert reply.endpoints_tried == ["api", "backup"]
-    assert metric_value(metrics, "mallard_llm_failovers_total", from_endpoint="api", to_endpoint="backup") == 1
+    assert (
+        metric_value(
+            metrics, "mallard_llm_failovers_total", from_endpoint="api", to_endpoint="backup"
+        )
+        == 1
+    )
     client.flush()
     (row,) = read_traces(settings.lake_dir / "traces")
     assert row["endpoint"] == "backup" and row["status"] == "ok" and row["run_id"] == "r1"
@@ -78,14 +98,27 @@ def test_retries_exhausted_then_failover(server, backup_server, make_client, met
 
 
 def test_dead_endpoint_fails_over(backup_server, make_client):
-    client = make_client([remote("api", dead_url(), fallbacks=["backup"], retry=RetryPolicy(max_retries=1, base_delay_s=0.01)),
-                          remote("backup", backup_server)], exact_cache=False)
+    client = make_client(
+        [
+            remote(
+                "api",
+                dead_url(),
+                fallbacks=["backup"],
+                retry=RetryPolicy(max_retries=1, base_delay_s=0.01),
+            ),
+            remote("backup", backup_server),
+        ],
+        exact_cache=False,
+    )
     reply = client.complete("api", "q")
     assert reply.endpoint == "backup" and reply.attempts == 3
 
 
 def test_stopped_server_is_dead_and_error_is_typed(server, make_client, settings):
-    client = make_client([remote("api", server, retry=RetryPolicy(max_retries=1, base_delay_s=0.01))], exact_cache=False)
+    client = make_client(
+        [remote("api", server, retry=RetryPolicy(max_retries=1, base_delay_s=0.01))],
+        exact_cache=False,
+    )
     assert client.complete("api", "before").text == "echo: before"
     server.stop()
     with pytest.raises(AllEndpointsFailedError) as info:
@@ -95,7 +128,9 @@ def test_stopped_server_is_dead_and_error_is_typed(server, make_client, settings
     rows = read_traces(settings.lake_dir / "traces")
     assert sorted(r["status"] for r in rows) == ["error", "ok"]
     error_row = next(r for r in rows if r["status"] == "error")
-    assert error_row["error"].startswith("AllEndpointsFailedError") and error_row["input"] == "after"
+    assert (
+        error_row["error"].startswith("AllEndpointsFailedError") and error_row["input"] == "after"
+    )
 
 
 def test_client_errors_are_not_retried(server, make_client):
@@ -108,7 +143,9 @@ def test_client_errors_are_not_retried(server, make_client):
 
 
 def test_timeout_is_typed_and_bounded(server, make_client):
-    client = make_client([remote("api", server, retry=RetryPolicy(max_retries=0))], exact_cache=False)
+    client = make_client(
+        [remote("api", server, retry=RetryPolicy(max_retries=0))], exact_cache=False
+    )
     server.push_faults("timeout")
     started = time.monotonic()
     with pytest.raises(AllEndpointsFailedError) as info:
@@ -118,8 +155,12 @@ def test_timeout_is_typed_and_bounded(server, make_client):
 
 
 def test_circuit_breaker_transitions(server, make_client, metrics):
-    endpoint = remote("api", server, retry=RetryPolicy(max_retries=0),
-                      breaker=BreakerPolicy(failure_threshold=2, reset_timeout_s=0.3))
+    endpoint = remote(
+        "api",
+        server,
+        retry=RetryPolicy(max_retries=0),
+        breaker=BreakerPolicy(failure_threshold=2, reset_timeout_s=0.3),
+    )
     client = make_client([endpoint], exact_cache=False)
     state = client.state("api")
     server.push_faults("500", "500")
@@ -144,13 +185,23 @@ def test_circuit_breaker_transitions(server, make_client, metrics):
     assert client.complete("api", "q").text == "echo: q"  # the probe succeeds: closed
     assert state.breaker.state == "closed"
     assert metric_value(metrics, "mallard_llm_breaker_state", endpoint="api") == 0
-    assert state.breaker.transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "open"),
-                                         ("open", "half_open"), ("half_open", "closed")]
+    assert state.breaker.transitions == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
 
 
 def test_open_breaker_fails_over_without_waiting(server, backup_server, make_client):
-    endpoint = remote("api", server, fallbacks=["backup"], retry=RetryPolicy(max_retries=5, base_delay_s=0.01),
-                      breaker=BreakerPolicy(failure_threshold=2, reset_timeout_s=60))
+    endpoint = remote(
+        "api",
+        server,
+        fallbacks=["backup"],
+        retry=RetryPolicy(max_retries=5, base_delay_s=0.01),
+        breaker=BreakerPolicy(failure_threshold=2, reset_timeout_s=60),
+    )
     client = make_client([endpoint, remote("backup", backup_server)], exact_cache=False)
     server.push_faults(*["500"] * 10)
     reply = client.complete("api", "q")
@@ -160,8 +211,13 @@ def test_open_breaker_fails_over_without_waiting(server, backup_server, make_cli
 
 
 def test_batch_with_random_faults_loses_no_item(server, backup_server, make_client):
-    client = make_client([remote("api", server, fallbacks=["backup"], max_concurrency=4), remote("backup", backup_server)],
-                         exact_cache=False)
+    client = make_client(
+        [
+            remote("api", server, fallbacks=["backup"], max_concurrency=4),
+            remote("backup", backup_server),
+        ],
+        exact_cache=False,
+    )
     faults = ["500", "ok", "429", "ok", "malformed", "ok", "503", "timeout", "ok", "ok"] * 3
     server.push_faults(*faults)
 
@@ -199,8 +255,13 @@ def test_concurrency_limit_async(server, make_client):
 
 
 def test_rate_limit_spaces_calls(server, make_client):
-    client = make_client([remote("api", server, rate_limit=RateLimit(requests_per_second=20, burst=2))], exact_cache=False)
-    client.complete("api", "warm-up")  # opens the HTTP client; the bucket is full again after the sleep
+    client = make_client(
+        [remote("api", server, rate_limit=RateLimit(requests_per_second=20, burst=2))],
+        exact_cache=False,
+    )
+    client.complete(
+        "api", "warm-up"
+    )  # opens the HTTP client; the bucket is full again after the sleep
     time.sleep(0.2)
     server.clear()
     for i in range(8):
@@ -213,7 +274,10 @@ def test_rate_limit_spaces_calls(server, make_client):
 
 
 def test_rate_limit_async(server, make_client):
-    client = make_client([remote("api", server, rate_limit=RateLimit(requests_per_second=25, burst=1))], exact_cache=False)
+    client = make_client(
+        [remote("api", server, rate_limit=RateLimit(requests_per_second=25, burst=1))],
+        exact_cache=False,
+    )
 
     async def run():
         await client.acomplete("api", "warm-up")  # opens the HTTP client
@@ -232,7 +296,10 @@ def test_in_flight_duplicates_share_one_call(server, make_client, metrics):
     server.delay_s = 0.2
     client = make_client([remote("api", server, timeout_s=2)], exact_cache=False)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(client.complete("api", "same"))) for _ in range(5)]
+    threads = [
+        threading.Thread(target=lambda: results.append(client.complete("api", "same")))
+        for _ in range(5)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -248,8 +315,10 @@ def test_in_flight_duplicates_async(server, make_client):
     client = make_client([remote("api", server, timeout_s=2)], exact_cache=False)
 
     async def run():
-        return await asyncio.gather(*(client.acomplete("api", "same") for _ in range(4)),
-                                    client.acomplete("api", "different"))
+        return await asyncio.gather(
+            *(client.acomplete("api", "same") for _ in range(4)),
+            client.acomplete("api", "different"),
+        )
 
     replies = run_closing(client, run)
     assert server.completion_calls == 2
@@ -289,7 +358,10 @@ def test_structured_output_schema_violation_is_repaired(make_client, settings):
         client = make_client([remote("api", srv)], exact_cache=False)
         reply = client.complete("api", "rate", schema=SCHEMA)
         assert reply.parsed["score"] == 4
-        assert "score: 9 is greater than the maximum of 5" in srv.requests[1].body["messages"][-1]["content"]
+        assert (
+            "score: 9 is greater than the maximum of 5"
+            in srv.requests[1].body["messages"][-1]["content"]
+        )
 
 
 def test_structured_output_with_pydantic_model(server, make_client):
@@ -305,7 +377,12 @@ def test_structured_output_with_pydantic_model(server, make_client):
 
 
 def test_run_budget_refuses_before_calling(server, make_client, metrics):
-    pricey = remote("api", server, price=Price(input_per_million=10_000, output_per_million=10_000), params={"max_tokens": 20})
+    pricey = remote(
+        "api",
+        server,
+        price=Price(input_per_million=10_000, output_per_million=10_000),
+        params={"max_tokens": 20},
+    )
     client = make_client([pricey], exact_cache=False, budgets=Budgets(per_run_usd=0.5))
     # worst case per call: (~9 estimated prompt tokens + 20 max_tokens) × $0.01 ≈ $0.29; actual ≈ $0.05
     replies = []
@@ -319,12 +396,19 @@ def test_run_budget_refuses_before_calling(server, make_client, metrics):
     assert spent == pytest.approx(sum(r.cost_usd for r in replies)) and spent <= 0.5
     assert spent + info.value.worst_case > 0.5
     assert server.completion_calls == len(replies)  # the refused call never reached the server
-    assert client.complete("api", "other run", run_id="run-2").text  # another run has its own budget
+    assert client.complete(
+        "api", "other run", run_id="run-2"
+    ).text  # another run has its own budget
     assert metric_value(metrics, "mallard_llm_budget_refusals_total", scope="per-run") == 1
 
 
 def test_user_and_day_budgets_persist_across_clients(server, make_client):
-    pricey = remote("api", server, price=Price(input_per_million=10_000, output_per_million=10_000), params={"max_tokens": 10})
+    pricey = remote(
+        "api",
+        server,
+        price=Price(input_per_million=10_000, output_per_million=10_000),
+        params={"max_tokens": 10},
+    )
     budgets = Budgets(per_user_usd=0.3, per_day_usd=0.5)
     client = make_client([pricey], exact_cache=False, budgets=budgets)
     client.complete("api", "a", user_id="alice")
@@ -341,7 +425,12 @@ def test_user_and_day_budgets_persist_across_clients(server, make_client):
 
 
 def test_structured_budget_counts_the_repair(server, make_client):
-    pricey = remote("api", server, price=Price(input_per_million=0, output_per_million=10_000), params={"max_tokens": 30})
+    pricey = remote(
+        "api",
+        server,
+        price=Price(input_per_million=0, output_per_million=10_000),
+        params={"max_tokens": 30},
+    )
     # one call's output worst case is $0.30; with a possible repair it is $0.60
     client = make_client([pricey], exact_cache=False, budgets=Budgets(per_run_usd=0.5))
     assert client.complete("api", "plain", run_id="r").text
@@ -350,8 +439,13 @@ def test_structured_budget_counts_the_repair(server, make_client):
 
 
 def test_batch_cost_estimate(server, make_client):
-    primary = remote("api", server, price=Price(input_per_million=1.0, output_per_million=2.0), params={"max_tokens": 100},
-                     fallbacks=["backup"])
+    primary = remote(
+        "api",
+        server,
+        price=Price(input_per_million=1.0, output_per_million=2.0),
+        params={"max_tokens": 100},
+        fallbacks=["backup"],
+    )
     backup = remote("backup", server, price=Price(input_per_million=3.0, output_per_million=4.0))
     client = make_client([primary, backup], exact_cache=False, budgets=Budgets(per_run_usd=0.001))
     batch = [f"question number {i} about the Pondstream subscription" for i in range(10)]
@@ -373,7 +467,10 @@ def test_repeat_skips_caches(server, make_client):
 
 
 def test_async_path_faults_and_failover(server, backup_server, make_client):
-    client = make_client([remote("api", server, fallbacks=["backup"]), remote("backup", backup_server)], exact_cache=False)
+    client = make_client(
+        [remote("api", server, fallbacks=["backup"]), remote("backup", backup_server)],
+        exact_cache=False,
+    )
     server.push_faults("429:0.2", "ok", "500", "500", "500", "500")
 
     async def run():
@@ -393,8 +490,16 @@ def test_traces_are_batched_into_one_commit(server, make_client, settings):
 
     client = make_client([remote("api", server)], exact_cache=False)
     for i in range(25):
-        client.complete("api", f"q{i}", user_id="u", session_id="s", prompt_name="p", prompt_version=2,
-                        retrieved_ids=["a1"], attributes={"k": i})
+        client.complete(
+            "api",
+            f"q{i}",
+            user_id="u",
+            session_id="s",
+            prompt_name="p",
+            prompt_version=2,
+            retrieved_ids=["a1"],
+            attributes={"k": i},
+        )
     assert client.traces.pending == 25
     assert client.flush() == 25
     table = DeltaTable(str(settings.lake_dir / "traces"))
@@ -402,7 +507,12 @@ def test_traces_are_batched_into_one_commit(server, make_client, settings):
     data = table.to_pyarrow_table()
     assert data.schema.equals(trace_schema())
     row = data.to_pylist()[0]
-    assert (row["prompt_name"], row["prompt_version"], row["retrieved_ids"], row["cache"]) == ("p", 2, ["a1"], "miss")
+    assert (row["prompt_name"], row["prompt_version"], row["retrieved_ids"], row["cache"]) == (
+        "p",
+        2,
+        ["a1"],
+        "miss",
+    )
 
 
 def test_metrics_exposition(server, make_client, metrics):
@@ -412,7 +522,10 @@ def test_metrics_exposition(server, make_client, metrics):
     text = metrics.exposition().decode()
     assert 'mallard_llm_calls_total{cache="exact",endpoint="api",status="ok"} 1.0' in text
     assert 'mallard_llm_cache_lookups_total{kind="exact",result="hit"} 1.0' in text
-    assert "mallard_llm_latency_seconds_bucket" in text and 'mallard_llm_breaker_state{endpoint="api"} 0.0' in text
+    assert (
+        "mallard_llm_latency_seconds_bucket" in text
+        and 'mallard_llm_breaker_state{endpoint="api"} 0.0' in text
+    )
 
 
 def test_unknown_parameter_is_refused(server, make_client):

@@ -21,7 +21,11 @@ def local(**overrides):
         ({"price": Price(input_per_million=-1)}, "price.input_per_million", ">= 0"),
         ({"retry": RetryPolicy(max_retries=-1)}, "retry.max_retries", ">= 0"),
         ({"params": {"temperature": "hot"}}, "params.temperature", "must be a number"),
-        ({"params": {"max_tokens": 4096}, "context_length": 2048}, "params.max_tokens", "< context_length"),
+        (
+            {"params": {"max_tokens": 4096}, "context_length": 2048},
+            "params.max_tokens",
+            "< context_length",
+        ),
         ({"params": {"logit_bias": {}}}, "params.logit_bias", "not a supported parameter"),
         ({"max_concurrency": 0}, "max_concurrency", ">= 1"),
         ({"timeout_s": 0}, "timeout_s", "> 0"),
@@ -50,8 +54,16 @@ def test_bad_name_is_refused():
 
 
 def test_endpoints_check_fallbacks_and_duplicates():
-    primary = Endpoint(name="api", provider="openai-compatible", model="gpt", base_url="http://x/v1", fallbacks=["tiny"])
-    with pytest.raises(EndpointConfigError, match=r"endpoint 'api': field 'fallbacks' names 'tiny'"):
+    primary = Endpoint(
+        name="api",
+        provider="openai-compatible",
+        model="gpt",
+        base_url="http://x/v1",
+        fallbacks=["tiny"],
+    )
+    with pytest.raises(
+        EndpointConfigError, match=r"endpoint 'api': field 'fallbacks' names 'tiny'"
+    ):
         Endpoints([primary])
     with pytest.raises(EndpointConfigError, match="declared twice"):
         Endpoints([local(), local()])
@@ -71,8 +83,13 @@ def test_declarations_are_immutable_and_params_frozen():
 
 def test_missing_api_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("MALLARD_TEST_KEY", raising=False)
-    endpoint = Endpoint(name="api", provider="openai-compatible", model="gpt", base_url="http://x/v1",
-                        api_key_env="MALLARD_TEST_KEY")
+    endpoint = Endpoint(
+        name="api",
+        provider="openai-compatible",
+        model="gpt",
+        base_url="http://x/v1",
+        api_key_env="MALLARD_TEST_KEY",
+    )
     with pytest.raises(EndpointConfigError, match=r"\$MALLARD_TEST_KEY, which is not set"):
         endpoint.api_key()
 

@@ -12,8 +12,16 @@ from mallard.llm.errors import AllEndpointsFailedError, CallTimeoutError, ModelF
 from mallard.llm.models import MultipartGGUF
 from mallard.llm.providers import load_llama
 
-TINY = Endpoint(name="tiny", provider="local", model="SmolLM2-135M-Instruct", gguf=SMOLLM2_135M, context_length=1024,
-                params={"temperature": 0.0, "max_tokens": 24}, max_concurrency=1, retry=RetryPolicy(max_retries=0))
+TINY = Endpoint(
+    name="tiny",
+    provider="local",
+    model="SmolLM2-135M-Instruct",
+    gguf=SMOLLM2_135M,
+    context_length=1024,
+    params={"temperature": 0.0, "max_tokens": 24},
+    max_concurrency=1,
+    retry=RetryPolicy(max_retries=0),
+)
 
 
 @pytest.fixture
@@ -31,10 +39,17 @@ def test_real_completion(client, settings):
 
 
 def test_schema_constrained_json(client):
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-              "required": ["city", "country"]}
-    reply = client.complete("tiny", "Give the capital of France as JSON with keys city and country.", schema=schema,
-                            max_tokens=40)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
+    reply = client.complete(
+        "tiny",
+        "Give the capital of France as JSON with keys city and country.",
+        schema=schema,
+        max_tokens=40,
+    )
     assert set(reply.parsed) == {"city", "country"}
     assert isinstance(reply.parsed["city"], str)
     assert reply.attempts == 1  # the grammar made the first reply valid
@@ -42,7 +57,9 @@ def test_schema_constrained_json(client):
 
 def test_async_local_call(client):
     async def run():
-        return await asyncio.gather(client.acomplete("tiny", "Say hello."), client.acomplete("tiny", "Say goodbye."))
+        return await asyncio.gather(
+            client.acomplete("tiny", "Say hello."), client.acomplete("tiny", "Say goodbye.")
+        )
 
     first, second = run_closing(client, run)
     assert first.text and second.text
@@ -50,14 +67,20 @@ def test_async_local_call(client):
 
 def test_local_timeout_stops_generation(client):
     with pytest.raises(AllEndpointsFailedError) as info:
-        client.complete("tiny", "Write a very long story about a duck.", max_tokens=400, timeout_s=0.2)
+        client.complete(
+            "tiny", "Write a very long story about a duck.", max_tokens=400, timeout_s=0.2
+        )
     assert isinstance(info.value.errors[0], CallTimeoutError)
     assert client.complete("tiny", "Say hello.").text  # the model is usable afterwards
 
 
 def test_missing_multipart_model_fails_over_to_smollm2(make_client, settings):
-    absent = MultipartGGUF(parts=("mallard-no-such-part1", "mallard-no-such-part2"), filename="absent.gguf", size=10,
-                           sha256="0" * 64)
+    absent = MultipartGGUF(
+        parts=("mallard-no-such-part1", "mallard-no-such-part2"),
+        filename="absent.gguf",
+        size=10,
+        sha256="0" * 64,
+    )
     big = Endpoint(name="big", provider="local", model="absent", gguf=absent, fallbacks=["tiny"])
     client = make_client([big, TINY], exact_cache=False)
     reply = client.complete("big", "Say hello.")
@@ -80,12 +103,19 @@ def test_support_assistant_chain_on_smollm2(settings, hashed_helpcentre):
     sync_prompt_files(registry, CATALOG_PROMPTS)
     client = LLMClient(ENDPOINTS, settings=settings, exact_cache=False)
     runner = ChainRunner(client, registry, retrievers={"helpcentre": hashed_helpcentre})
-    batch = runner.run_batch(CHAINS["support_assistant"], [{"question": "How do I fix error PS-2001?", "id": "Q-x"}],
-                             run_id="demo-test")
+    batch = runner.run_batch(
+        CHAINS["support_assistant"],
+        [{"question": "How do I fix error PS-2001?", "id": "Q-x"}],
+        run_id="demo-test",
+    )
     (item,) = batch.items
     assert item.status == "ok" and item.output.strip(), item.error
     assert item.steps["retrieve"].output["ids"][0] == "HC-023"
     assert batch.summary.prompt_tokens > 100 and batch.summary.cost_usd == 0
     (trace,) = read_traces(settings.lake_dir / "traces")
-    assert (trace["prompt_name"], trace["prompt_version"], trace["endpoint"]) == ("support_assistant", 1, "smollm2-local")
+    assert (trace["prompt_name"], trace["prompt_version"], trace["endpoint"]) == (
+        "support_assistant",
+        1,
+        "smollm2-local",
+    )
     assert trace["retrieved_ids"][0] == "HC-023" and trace["input"] == "How do I fix error PS-2001?"

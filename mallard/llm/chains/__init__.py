@@ -13,8 +13,17 @@ from mallard.llm.chains.spec import (
     package_file,
 )
 
-__all__ = ["Chain", "ChainRunner", "Corpus", "FunctionStep", "Parallel", "PromptStep", "RetrieveStep", "StepPolicy",
-           "package_file"]
+__all__ = [
+    "Chain",
+    "ChainRunner",
+    "Corpus",
+    "FunctionStep",
+    "Parallel",
+    "PromptStep",
+    "RetrieveStep",
+    "StepPolicy",
+    "package_file",
+]
 
 
 def __getattr__(name: str):

@@ -32,21 +32,50 @@ DEAD_LETTER_COLUMNS: dict[str, str] = {
 def dead_letter_schema() -> pa.Schema:
     import pyarrow as pa
 
-    return pa.schema([
-        ("dead_letter_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("chain", pa.string()),
-        ("run_id", pa.string()), ("item_index", pa.int32()), ("item_id", pa.string()), ("failed_step", pa.string()),
-        ("error_type", pa.string()), ("error", pa.string()), ("attempts", pa.int32()), ("inputs", pa.string()),
-        ("completed_steps", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("dead_letter_id", pa.string()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("chain", pa.string()),
+            ("run_id", pa.string()),
+            ("item_index", pa.int32()),
+            ("item_id", pa.string()),
+            ("failed_step", pa.string()),
+            ("error_type", pa.string()),
+            ("error", pa.string()),
+            ("attempts", pa.int32()),
+            ("inputs", pa.string()),
+            ("completed_steps", pa.string()),
+        ]
+    )
 
 
-def dead_letter_row(*, chain: str, run_id: str, item_index: int, item_id: str, failed_step: str, error: BaseException,
-                    attempts: int, inputs: Any, completed_steps: Any) -> dict[str, Any]:
-    return {"dead_letter_id": uuid.uuid4().hex, "timestamp": datetime.now(UTC), "chain": chain, "run_id": run_id,
-            "item_index": item_index, "item_id": item_id, "failed_step": failed_step,
-            "error_type": type(error).__name__, "error": str(error)[:4000], "attempts": attempts,
-            "inputs": json.dumps(inputs, default=str, ensure_ascii=False),
-            "completed_steps": json.dumps(completed_steps, default=str, ensure_ascii=False)[:100_000]}
+def dead_letter_row(
+    *,
+    chain: str,
+    run_id: str,
+    item_index: int,
+    item_id: str,
+    failed_step: str,
+    error: BaseException,
+    attempts: int,
+    inputs: Any,
+    completed_steps: Any,
+) -> dict[str, Any]:
+    return {
+        "dead_letter_id": uuid.uuid4().hex,
+        "timestamp": datetime.now(UTC),
+        "chain": chain,
+        "run_id": run_id,
+        "item_index": item_index,
+        "item_id": item_id,
+        "failed_step": failed_step,
+        "error_type": type(error).__name__,
+        "error": str(error)[:4000],
+        "attempts": attempts,
+        "inputs": json.dumps(inputs, default=str, ensure_ascii=False),
+        "completed_steps": json.dumps(completed_steps, default=str, ensure_ascii=False)[:100_000],
+    }
 
 
 def write_dead_letters(table_path: Path | str, rows: list[dict[str, Any]]) -> int:
@@ -56,7 +85,9 @@ def write_dead_letters(table_path: Path | str, rows: list[dict[str, Any]]) -> in
     from deltalake import write_deltalake
 
     Path(table_path).parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(table_path), pa.Table.from_pylist(rows, schema=dead_letter_schema()), mode="append")
+    write_deltalake(
+        str(table_path), pa.Table.from_pylist(rows, schema=dead_letter_schema()), mode="append"
+    )
     return len(rows)
 
 

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 class EmbeddingRetriever:
-    def __init__(self, corpus: Corpus, *, embedder: MiniLMEmbedder | None = None, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        corpus: Corpus,
+        *,
+        embedder: MiniLMEmbedder | None = None,
+        cache_dir: Path | None = None,
+    ):
         self.corpus = corpus
         self._embedder = embedder
         self.cache_dir = cache_dir
@@ -47,8 +53,12 @@ class EmbeddingRetriever:
                 docs = self._read()
                 passages = [f"{d['title']}\n{d['text']}".strip() for d in docs]
                 passages += [f"{d['title']}\n{p}".strip() for d in docs for p in d["paragraphs"]]
-                digest = hashlib.sha256(("\x1e".join(passages) + self.embedder.model_id).encode()).hexdigest()[:16]
-                cached = self.cache_dir / f"{self.corpus.name}-{digest}.npy" if self.cache_dir else None
+                digest = hashlib.sha256(
+                    ("\x1e".join(passages) + self.embedder.model_id).encode()
+                ).hexdigest()[:16]
+                cached = (
+                    self.cache_dir / f"{self.corpus.name}-{digest}.npy" if self.cache_dir else None
+                )
                 if cached is not None and cached.is_file():
                     matrix = np.load(cached)
                 else:
@@ -74,10 +84,19 @@ class EmbeddingRetriever:
             record = json.loads(line)
             try:
                 text = str(record[c.text_field])
-                docs.append({"id": str(record[c.id_field]), "title": str(record.get(c.title_field or "", "") or ""),
-                             "text": text, "paragraphs": [p.strip() for p in text.split("\n\n") if p.strip()] or [text]})
+                docs.append(
+                    {
+                        "id": str(record[c.id_field]),
+                        "title": str(record.get(c.title_field or "", "") or ""),
+                        "text": text,
+                        "paragraphs": [p.strip() for p in text.split("\n\n") if p.strip()]
+                        or [text],
+                    }
+                )
             except KeyError as exc:
-                raise ChainError(f"corpus {c.name!r}: line {number} of {c.path} has no field {exc}") from None
+                raise ChainError(
+                    f"corpus {c.name!r}: line {number} of {c.path} has no field {exc}"
+                ) from None
         return docs
 
     def search(self, query: str, k: int = 3) -> list[dict[str, Any]]:
@@ -88,12 +107,21 @@ class EmbeddingRetriever:
         scores = matrix @ self.embedder.embed([query])[0]
         found, offset = [], len(docs)
         for index, doc in enumerate(docs):
-            passage_scores = [float(x) for x in scores[offset:offset + len(doc["paragraphs"])]]
+            passage_scores = [float(x) for x in scores[offset : offset + len(doc["paragraphs"])]]
             offset += len(doc["paragraphs"])
             found.append(((float(scores[index]) + max(passage_scores)) / 2, doc, passage_scores))
         found.sort(key=lambda item: -item[0])
-        return [{"id": d["id"], "title": d["title"], "text": d["text"], "score": round(best, 4),
-                 "paragraphs": d["paragraphs"], "paragraph_scores": ps} for best, d, ps in found[:k]]
+        return [
+            {
+                "id": d["id"],
+                "title": d["title"],
+                "text": d["text"],
+                "score": round(best, 4),
+                "paragraphs": d["paragraphs"],
+                "paragraph_scores": ps,
+            }
+            for best, d, ps in found[:k]
+        ]
 
     def retrieve(self, query: str, k: int = 3, max_chars: int = 900) -> dict[str, Any]:
         """The RetrieveStep output: docs, their ids, and a context block for a prompt. A document
@@ -105,7 +133,9 @@ class EmbeddingRetriever:
                 text = d["text"]
             else:
                 chosen, used = [], 0
-                for i in sorted(range(len(d["paragraphs"])), key=lambda i: -d["paragraph_scores"][i]):
+                for i in sorted(
+                    range(len(d["paragraphs"])), key=lambda i: -d["paragraph_scores"][i]
+                ):
                     paragraph = d["paragraphs"][i]
                     if chosen and used + len(paragraph) > max_chars:
                         continue

@@ -165,15 +165,19 @@ class Chain:
                 if isinstance(step, Parallel):
                     raise ChainError(f"{where}: parallel groups cannot be nested ({step.name!r})")
                 if not _NAME.match(step.name or ""):
-                    raise ChainError(f"{where}: step name {step.name!r} must be lower-case letters, digits and '_'")
+                    raise ChainError(
+                        f"{where}: step name {step.name!r} must be lower-case letters, digits and '_'"
+                    )
                 if step.name in done or names.count(step.name) > 1:
                     raise ChainError(f"{where}: step name {step.name!r} is used twice")
                 for expression in step.expressions():
                     for ref in references(expression):
                         self._check_reference(where, step.name, ref, done)
                 if isinstance(step, PromptStep) and step.retrieval and step.retrieval not in done:
-                    raise ChainError(f"{where}: step {step.name!r} names retrieval step {step.retrieval!r}, "
-                                     "which does not run before it")
+                    raise ChainError(
+                        f"{where}: step {step.name!r} names retrieval step {step.retrieval!r}, "
+                        "which does not run before it"
+                    )
             done.update(names)
             if isinstance(entry, Parallel):
                 done.add(entry.name)
@@ -185,17 +189,29 @@ class Chain:
         text = ".".join(ref)
         if ref[0] == "inputs":
             if len(ref) < 2 or ref[1] not in self.inputs:
-                raise ChainError(f"{where}: step {step!r} references {text!r}, but the chain's inputs are {list(self.inputs)}")
+                raise ChainError(
+                    f"{where}: step {step!r} references {text!r}, but the chain's inputs are {list(self.inputs)}"
+                )
         elif ref[0] == "steps":
             if len(ref) < 3 or ref[2] != "output":
-                raise ChainError(f"{where}: step {step!r} reference {text!r} must look like steps.<step>.output[.path]")
+                raise ChainError(
+                    f"{where}: step {step!r} reference {text!r} must look like steps.<step>.output[.path]"
+                )
             if ref[1] not in done:
-                raise ChainError(f"{where}: step {step!r} references {text!r}, but step {ref[1]!r} does not run before it")
+                raise ChainError(
+                    f"{where}: step {step!r} references {text!r}, but step {ref[1]!r} does not run before it"
+                )
         else:
-            raise ChainError(f"{where}: step {step!r} reference {text!r} must start with inputs. or steps.")
+            raise ChainError(
+                f"{where}: step {step!r} reference {text!r} must start with inputs. or steps."
+            )
 
     def flat_steps(self) -> list[Step]:
-        return [s for entry in self.steps for s in (entry.steps if isinstance(entry, Parallel) else (entry,))]
+        return [
+            s
+            for entry in self.steps
+            for s in (entry.steps if isinstance(entry, Parallel) else (entry,))
+        ]
 
     @property
     def output_expression(self) -> str:
@@ -225,10 +241,16 @@ def lookup(path: str, scope: Mapping[str, Any], *, step: str) -> Any:
         walked.append(part)
         if isinstance(current, Mapping) and part in current:
             current = current[part]
-        elif isinstance(current, list | tuple) and part.lstrip("-").isdigit() and -len(current) <= int(part) < len(current):
+        elif (
+            isinstance(current, list | tuple)
+            and part.lstrip("-").isdigit()
+            and -len(current) <= int(part) < len(current)
+        ):
             current = current[int(part)]
         elif hasattr(current, part) and not part.startswith("_"):
             current = getattr(current, part)
         else:
-            raise ChainError(f"step {step!r}: reference {path!r} has nothing at {'.'.join(walked)!r}", step=step)
+            raise ChainError(
+                f"step {step!r}: reference {path!r} has nothing at {'.'.join(walked)!r}", step=step
+            )
     return current

@@ -47,8 +47,10 @@ class PromptTemplate:
             raise PromptError(f"{where}: a variable is declared twice")
         undeclared = sorted(self.placeholders() - set(self.variables))
         if undeclared:
-            raise PromptError(f"{where}: template uses undeclared variable(s) {', '.join(undeclared)}; "
-                              "add them to `variables`")
+            raise PromptError(
+                f"{where}: template uses undeclared variable(s) {', '.join(undeclared)}; "
+                "add them to `variables`"
+            )
 
     def placeholders(self) -> set[str]:
         return {m for _, content in self.messages for m in PLACEHOLDER.findall(content)}
@@ -63,8 +65,11 @@ class PromptTemplate:
 
     def content(self) -> dict[str, Any]:
         """The versioned content: what the hash covers."""
-        return {"messages": [list(m) for m in self.messages], "variables": list(self.variables),
-                "model": dict(sorted(self.model.items()))}
+        return {
+            "messages": [list(m) for m in self.messages],
+            "variables": list(self.variables),
+            "model": dict(sorted(self.model.items())),
+        }
 
     @property
     def content_hash(self) -> str:
@@ -73,8 +78,13 @@ class PromptTemplate:
 
     @classmethod
     def from_content(cls, name: str, content: Mapping[str, Any], **extra: Any) -> PromptTemplate:
-        return cls(name=name, messages=tuple((r, c) for r, c in content["messages"]),
-                   variables=tuple(content["variables"]), model=dict(content.get("model") or {}), **extra)
+        return cls(
+            name=name,
+            messages=tuple((r, c) for r, c in content["messages"]),
+            variables=tuple(content["variables"]),
+            model=dict(content.get("model") or {}),
+            **extra,
+        )
 
     @classmethod
     def from_file(cls, path: Path | str) -> PromptTemplate:
@@ -88,9 +98,15 @@ class PromptTemplate:
             raise PromptError(f"{path}: unknown key(s) {sorted(unknown)}")
         try:
             messages = tuple((m["role"], m["content"]) for m in data["messages"])
-            return cls(name=data["name"], messages=messages, variables=tuple(data.get("variables", ())),
-                       model=dict(data.get("model") or {}), description=data.get("description", "").strip(),
-                       labels=tuple(data.get("labels", ())), source=str(path))
+            return cls(
+                name=data["name"],
+                messages=messages,
+                variables=tuple(data.get("variables", ())),
+                model=dict(data.get("model") or {}),
+                description=data.get("description", "").strip(),
+                labels=tuple(data.get("labels", ())),
+                source=str(path),
+            )
         except KeyError as exc:
             raise PromptError(f"{path}: missing key {exc}") from None
 
@@ -103,12 +119,16 @@ def format_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=1, default=str)
 
 
-def render_messages(template: PromptTemplate, version: int, variables: Mapping[str, Any]) -> list[dict[str, str]]:
+def render_messages(
+    template: PromptTemplate, version: int, variables: Mapping[str, Any]
+) -> list[dict[str, str]]:
     declared = set(template.variables)
     missing = sorted(declared - set(variables))
     unexpected = sorted(set(variables) - declared)
     if missing or unexpected:
         raise PromptRenderError(template.name, version, missing, unexpected)
     values = {k: format_value(v) for k, v in variables.items()}
-    return [{"role": role, "content": PLACEHOLDER.sub(lambda m: values[m.group(1)], content)}
-            for role, content in template.messages]
+    return [
+        {"role": role, "content": PLACEHOLDER.sub(lambda m: values[m.group(1)], content)}
+        for role, content in template.messages
+    ]
