@@ -379,15 +379,18 @@ def decide(
         evidence["mcnemar"] = mcnemar_result.as_dict()
     if stability is not None:
         evidence["stability"] = stability
+    if champion_version is None:
+        note = f" (assignment stability {stability:.3f})" if stability is not None else ""
+        return GateDecision(
+            True, f"no champion yet: the first candidate becomes champion{note}", evidence
+        )
     if stability is not None and min_stability is not None and stability < min_stability:
         return GateDecision(
             False,
-            f"candidate's assignment stability (adjusted Rand {stability:.3f}) is below the "
-            f"required {min_stability:.3f}",
+            f"kept champion v{champion_version}: the candidate's assignment stability (adjusted "
+            f"Rand {stability:.3f}) is below the required {min_stability:.3f}",
             evidence,
         )
-    if champion_version is None:
-        return GateDecision(True, "no champion yet: the first candidate becomes champion", evidence)
     if test == "mcnemar":
         if mcnemar_result is None:
             raise ValueError("the McNemar rule needs a McNemarResult")

@@ -1,0 +1,349 @@
+"""Models as assets: per declared model a candidate, its training statistics, its evaluation
+against the champion, the champion decision and the champion's explanations.
+
+One set of five assets per `ModelSpec` in catalog/models.py (group "training"): adding a
+declaration grows the graph. State lives in MLflow (the `candidate` and `champion` aliases), so
+each asset can be re-run on its own. PyCaret, MLflow, SHAP and matplotlib load inside the
+asset bodies only.
+"""
+
+import dagster as dg
+
+from catalog.models import MODELS
+from mallard.models.specs import ModelSpec
+from resources.lake import LakeResource
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow`
+
+
+def _md_table(frame, digits: int = 4) -> str:
+    if frame is None or len(frame) == 0:
+        return "(no rows)"
+    columns = list(frame.columns)
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def _images(figures) -> dg.MetadataValue:
+    from mallard.models.plots import markdown_image
+
+    parts = []
+    for name, path in figures.items():
+        parts.append(f"**{name.replace('_', ' ')}**\n\n{markdown_image(path, name)}")
+    return dg.MetadataValue.md("\n\n".join(parts))
+
+
+def _run_link(experiment_id: str, run_id: str) -> dg.MetadataValue:
+    return dg.MetadataValue.url(f"{MLFLOW_UI}/#/experiments/{experiment_id}/runs/{run_id}")
+
+
+def _fail(exc: Exception) -> dg.Failure:
+    return dg.Failure(description=str(exc))
+
+
+def build_model_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    """The five assets of one declared model."""
+    name = spec.name
+    features = MODELS.features(name)
+    feature_types = MODELS.feature_types
+    owners = [spec.owner] if "@" in spec.owner else None
+    common = {"group_name": "training", "owners": owners, "tags": {"model": name}}
+
+    def _expected_errors():
+        from mallard.models.data import TrainingDataError
+        from mallard.models.registry import RegistryError
+
+        return (TrainingDataError, RegistryError)
+
+    @dg.asset(
+        name=f"{name}_candidate",
+        deps=[spec.training_set],
+        kinds={"pycaret", "mlflow"},
+        description=f"{spec.description} PyCaret compares {', '.join(spec.estimators)} "
+        f"({spec.folds}-fold CV on {spec.metric}, budget {spec.time_budget:g} s), finalizes the "
+        "winner on the training slice, logs it to MLflow and registers it as the `candidate`.",
+        metadata={
+            "task": spec.task,
+            "metric": spec.metric,
+            "estimators": ", ".join(spec.estimators),
+        },
+        **common,
+    )
+    def candidate(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.models.training import train_candidate
+
+        try:
+            result = train_candidate(
+                spec, lake.settings(), features, feature_types, log=context.log.info
+            )
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+        board = result.leaderboard
+        winner_metrics = {k: round(v, 4) for k, v in result.cv_metrics.items() if k != "TT (Sec)"}
+        metadata = {
+            "leaderboard": dg.MetadataValue.md(_md_table(board)),
+            "winner": f"{result.estimator_name} ({result.estimator})",
+            "winning_metrics": dg.MetadataValue.json(winner_metrics),
+            f"cv_{spec.metric}": float(
+                result.cv_metrics.get(spec.leaderboard_metric, float("nan"))
+            ),
+            "model_version": result.version,
+            "mlflow_run_id": result.run_id,
+            "mlflow_run": _run_link(result.experiment_id, result.run_id),
+            "plots": _images(result.plots),
+            "training_rows": result.data["train_rows"],
+            "train_days": f"{result.data['train_first_day']} … {result.data['train_last_day']}",
+            "holdout_days": f"{result.data['holdout_first_day']} … {result.data['holdout_last_day']}",
+            "training_set_version": result.data["training_set_delta_version"],
+            "feature_versions": dg.MetadataValue.json(result.feature_versions),
+            "seconds": round(result.seconds, 1),
+        }
+        if result.test_metrics:
+            metadata["internal_test_metrics"] = dg.MetadataValue.json(
+                {k: round(v, 4) for k, v in result.test_metrics.items()}
+            )
+        if result.skipped:
+            metadata["not_reached_within_budget"] = ", ".join(result.skipped)
+        for key, path in result.plots.items():
+            metadata[f"plot_{key}"] = dg.MetadataValue.path(str(path))
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        name=f"{name}_training_statistics",
+        deps=[candidate.key],
+        kinds={"mlflow"},
+        description="Per-feature statistics of the candidate's training rows (count, nulls, range, "
+        "quantiles, categories) and an IsolationForest out-of-distribution detector, stored "
+        "with the model version for input validation at serving time.",
+        **common,
+    )
+    def training_statistics(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from mallard.models.statistics import compute_training_statistics
+
+        try:
+            stats, run_id = compute_training_statistics(
+                spec, lake.settings(), features, feature_types, log=context.log.info
+            )
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+        rows = []
+        for feature, entry in stats.features.items():
+            quantiles = entry.get("quantiles", {})
+            rows.append(
+                {
+                    "feature": feature,
+                    "type": entry["type"],
+                    "count": entry["count"],
+                    "nulls": entry["nulls"],
+                    "min": entry.get("min", ""),
+                    "p50": quantiles.get("0.5", ""),
+                    "p99": quantiles.get("0.99", ""),
+                    "max": entry.get("max", ""),
+                    "categories": ", ".join(
+                        f"{k} {v:.0%}" for k, v in entry.get("frequencies", {}).items()
+                    ),
+                }
+            )
+        ood = stats.extra.get("holdout_ood_rate")
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": stats.version,
+                "training_rows": stats.rows,
+                "features": dg.MetadataValue.md(_md_table(pd.DataFrame(rows), 3)),
+                "ood_detector": "IsolationForest on "
+                + ", ".join(stats.detector.features if stats.detector else []),
+                "holdout_ood_rate": float(ood) if ood is not None else float("nan"),
+                "mlflow_run_id": run_id,
+            }
+        )
+
+    @dg.asset(
+        name=f"{name}_evaluation",
+        deps=[candidate.key],
+        kinds={"mlflow"},
+        description="The candidate against the current champion on the same held-out slice, "
+        "later in time than the training rows: metrics of both and a paired test "
+        + (
+            "(silhouette bootstrap and assignment stability)."
+            if spec.task == "clustering"
+            else "(paired bootstrap of the deciding metric"
+            + (", exact McNemar)." if spec.task == "classification" else " of the error).")
+        ),
+        **common,
+    )
+    def evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from mallard.models.evaluation import evaluate_candidate
+
+        try:
+            result = evaluate_candidate(
+                spec, lake.settings(), features, feature_types, log=context.log.info
+            )
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+        table = pd.DataFrame(result.metrics).reset_index().rename(columns={"index": "metric"})
+        metadata = {
+            "candidate_version": result.candidate_version,
+            "champion_version": result.champion_version or 0,
+            "metrics": dg.MetadataValue.md(_md_table(table)),
+            f"candidate_{spec.metric}": float(result.metrics["candidate"][spec.metric]),
+            "holdout_rows": result.holdout["rows"],
+            "holdout_days": f"{result.holdout['first_day']} … {result.holdout['last_day']}",
+            "rule_says": "promote" if result.decision.promote else "keep",
+            "reason": result.decision.reason,
+            "plots": _images(result.plots),
+        }
+        if result.bootstrap is not None:
+            b = result.bootstrap
+            metadata.update(
+                {
+                    "improvement": b.improvement,
+                    "improvement_ci": f"[{b.ci_low:+.4f}, {b.ci_high:+.4f}] ({1 - b.alpha:.0%})",
+                    "one_sided_lower_bound": b.lower_bound,
+                    "bootstrap_p_value": b.p_value,
+                    f"champion_{spec.metric}": float(result.metrics["champion"][spec.metric]),
+                }
+            )
+        if result.mcnemar is not None:
+            m = result.mcnemar
+            metadata["mcnemar"] = dg.MetadataValue.json(
+                {
+                    "only_candidate_right": m.candidate_only_right,
+                    "only_champion_right": m.champion_only_right,
+                    "p_two_sided": m.p_two_sided,
+                    "accuracy_difference_ci": [m.ci_low, m.ci_high],
+                }
+            )
+        if result.warnings:
+            metadata["warnings"] = "; ".join(result.warnings)
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        name=f"{name}_champion",
+        deps=[evaluation.key, training_statistics.key],
+        kinds={"mlflow"},
+        description=f"Applies the promotion rule: the `champion` alias moves to the candidate only "
+        f"if it beats the champion by more than {spec.promotion.min_improvement:g} {spec.metric} "
+        f"at significance {spec.promotion.significance} (or no champion exists). The decision and "
+        "its reason are recorded as MLflow tags and a decision run.",
+        **common,
+    )
+    def champion(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.models.evaluation import apply_promotion
+
+        try:
+            decision = apply_promotion(spec, lake.settings(), log=context.log.info)
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+        return dg.MaterializeResult(
+            metadata={
+                "decision": decision.action,
+                "reason": decision.reason,
+                "candidate_version": decision.version,
+                "champion_before": decision.champion_before or 0,
+                "champion_version": decision.champion_after or 0,
+                "decision_run_id": decision.run_id,
+            }
+        )
+
+    @dg.asset(
+        name=f"{name}_explanations",
+        deps=[champion.key],
+        kinds={"shap"} if spec.task != "clustering" else {"sklearn"},
+        description=(
+            "Segment profiles of the champion on the most recent customers."
+            if spec.task == "clustering"
+            else "SHAP global importance of the champion on the most recent customers "
+            "(explainer chosen by model type, rows sampled to bound the cost)."
+        ),
+        **common,
+    )
+    def explanations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.models.explain import explain_champion
+
+        try:
+            result = explain_champion(spec, lake.settings(), feature_types, log=context.log.info)
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+        metadata = {
+            "champion_version": result.version,
+            "method": result.method,
+            "rows_explained": result.rows,
+            "table": dg.MetadataValue.md(_md_table(result.table)),
+            "plots": _images(result.plots),
+            "seconds": round(result.seconds, 1),
+        }
+        if result.output:
+            metadata["output"] = result.output
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [candidate, training_statistics, evaluation, champion, explanations]
+
+
+MODEL_ASSETS = [asset for spec in MODELS for asset in build_model_assets(spec)]
+
+
+class RollbackConfig(dg.Config):
+    """Which model to roll back and to what (0: the champion before the current one)."""
+
+    model: str
+    to_version: int = 0
+    reason: str = "rolled back from Dagster"
+
+
+@dg.op(description="Move a model's `champion` alias back and record the decision.")
+def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource):
+    from mallard.models.registry import RegistryError, rollback
+
+    if config.model not in MODELS:
+        raise dg.Failure(
+            description=f"no model named {config.model!r} (models: {', '.join(MODELS.names)})"
+        )
+    try:
+        decision = rollback(lake.settings(), config.model, config.to_version or None, config.reason)
+    except RegistryError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    context.log.info(decision.reason)
+    yield dg.AssetMaterialization(
+        asset_key=f"{config.model}_champion",
+        metadata={
+            "decision": "rollback",
+            "reason": decision.reason,
+            "champion_before": decision.champion_before or 0,
+            "champion_version": decision.champion_after or 0,
+            "decision_run_id": decision.run_id,
+        },
+    )
+    yield dg.Output(decision.champion_after)
+
+
+@dg.job(
+    name="rollback",
+    description="Roll a model's champion back (config: model, to_version (0 = previous), reason).",
+)
+def rollback_job():
+    rollback_champion()
+
+
+train_models = dg.define_asset_job(
+    "train_models",
+    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
+    description="Train every declared model's candidate, record its statistics, evaluate it "
+    "against the champion, apply the promotion rule and explain the champion.",
+)
+
+MODEL_JOBS = [train_models, rollback_job]

@@ -1,0 +1,279 @@
+"""MLflow as the model registry: experiments, the `candidate`/`champion` aliases, decisions.
+
+Every alias move — promotion, a kept champion, a rollback — is recorded the same way: tags on
+the model version (`mallard.decision`, `mallard.reason`, `mallard.decided_at`), the registered
+model's `mallard.last_decision` and `mallard.champion_history`, and a small "decision" run in
+the model's experiment whose tags and `decision.json` artifact make the audit trail visible in
+the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mallard.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+HISTORY_TAG = "mallard.champion_history"
+HISTORY_LIMIT = 50
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked (no such model or version, nothing to roll back to)."""
+
+
+def experiment_name(model: str) -> str:
+    return f"mallard-{model}"
+
+
+def client(settings: Settings) -> MlflowClient:
+    """An MLflow client on Mallard's tracking store; the fluent API is pointed there too."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+    )
+
+
+def artifact_root(settings: Settings) -> str:
+    path = settings.mlflow_dir / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def ensure_experiment(
+    settings: Settings, model: str, mlflow_client: MlflowClient | None = None
+) -> str:
+    """The model's experiment id, created with its artifacts under MALLARD_HOME/mlflow/artifacts."""
+    c = mlflow_client or client(settings)
+    name = experiment_name(model)
+    existing = c.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return c.create_experiment(
+        name,
+        artifact_location=f"{artifact_root(settings)}/{model}",
+        tags={"mallard.model": model},
+    )
+
+
+def version_for_alias(c: MlflowClient, model: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None if the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(model, alias)
+    except MlflowException:
+        return None
+
+
+def get_version(c: MlflowClient, model: str, version: int | str) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version(model, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {model!r} has no version {version}") from None
+
+
+def model_uri(model: str, version: int | str) -> str:
+    return f"models:/{model}/{version}"
+
+
+def history(c: MlflowClient, model: str) -> list[int]:
+    """Versions that were champion, oldest first (the rollback stack)."""
+    tags = c.get_registered_model(model).tags
+    return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One recorded alias decision."""
+
+    model: str
+    action: str  # promote | keep | rollback
+    version: int  # the version the decision is about (candidate, or rollback target)
+    champion_before: int | None
+    champion_after: int | None
+    reason: str
+    decided_at: str
+    run_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_decision(
+    settings: Settings,
+    c: MlflowClient,
+    *,
+    model: str,
+    action: str,
+    version: int,
+    champion_before: int | None,
+    champion_after: int | None,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+    source_run_id: str | None = None,
+) -> Decision:
+    """Write the decision's tags (version, registered model, source run) and its audit run."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    short = reason if len(reason) <= 4900 else reason[:4897] + "…"
+    experiment_id = ensure_experiment(settings, model, c)
+    run = c.create_run(
+        experiment_id,
+        run_name=f"{action} v{version}",
+        tags={
+            "mallard.kind": "decision",
+            "mallard.action": action,
+            "mallard.version": str(version),
+            "mallard.champion_before": str(champion_before or ""),
+            "mallard.champion_after": str(champion_after or ""),
+            "mallard.reason": short,
+            "mlflow.note.content": reason,
+        },
+    )
+    decision = Decision(
+        model, action, version, champion_before, champion_after, reason, now, run.info.run_id
+    )
+    c.log_dict(run.info.run_id, {**decision.as_dict(), "evidence": evidence or {}}, "decision.json")
+    c.set_terminated(run.info.run_id)
+    for key, value in (
+        ("mallard.decision", action),
+        ("mallard.reason", short),
+        ("mallard.decided_at", now),
+        ("mallard.decision_run_id", run.info.run_id),
+    ):
+        c.set_model_version_tag(model, str(version), key, value)
+        if source_run_id:
+            c.set_tag(source_run_id, key, value)
+    c.set_registered_model_tag(
+        model, "mallard.last_decision", json.dumps(decision.as_dict())[:4900]
+    )
+    return decision
+
+
+def set_champion(
+    settings: Settings,
+    c: MlflowClient,
+    model: str,
+    version: int,
+    *,
+    action: str,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+    source_run_id: str | None = None,
+) -> Decision:
+    """Point `champion` at `version` and record why (promotion or rollback)."""
+    get_version(c, model, version)
+    before = version_for_alias(c, model, CHAMPION)
+    stack = history(c, model)
+    if action == "rollback" and version in stack:
+        stack = stack[: stack.index(version) + 1]
+    elif not stack or stack[-1] != version:
+        stack.append(version)
+    c.set_registered_model_alias(model, CHAMPION, str(version))
+    c.set_registered_model_tag(model, HISTORY_TAG, json.dumps(stack[-HISTORY_LIMIT:]))
+    return record_decision(
+        settings,
+        c,
+        model=model,
+        action=action,
+        version=version,
+        champion_before=int(before.version) if before else None,
+        champion_after=version,
+        reason=reason,
+        evidence=evidence,
+        source_run_id=source_run_id,
+    )
+
+
+def rollback(
+    settings: Settings, model: str, to_version: int | None = None, reason: str = ""
+) -> Decision:
+    """Move `champion` back: to `to_version`, or to the champion before the current one."""
+    c = client(settings)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(model)
+    except MlflowException:
+        raise RegistryError(
+            f"model {model!r} is not registered in {settings.mlflow_tracking_uri}"
+        ) from None
+    current = version_for_alias(c, model, CHAMPION)
+    current_version = int(current.version) if current else None
+    if to_version is None:
+        stack = history(c, model)
+        earlier = [v for v in stack if v != current_version]
+        if current_version in stack:
+            earlier = [v for v in stack[: stack.index(current_version)] if v != current_version]
+        if not earlier:
+            raise RegistryError(
+                f"model {model!r}: no earlier champion to roll back to "
+                f"(champion history: {stack or 'empty'}); pass --to VERSION"
+            )
+        to_version = earlier[-1]
+    if to_version == current_version:
+        raise RegistryError(f"model {model!r}: version {to_version} is already the champion")
+    text = reason or "manual rollback"
+    return set_champion(
+        settings,
+        c,
+        model,
+        int(to_version),
+        action="rollback",
+        reason=f"rolled back from v{current_version} to v{to_version}: {text}",
+    )
+
+
+def describe(settings: Settings, model: str) -> dict[str, Any]:
+    """Aliases, versions (with their decisions and metrics) and history of one model."""
+    c = client(settings)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = c.get_registered_model(model)
+    except MlflowException:
+        return {"model": model, "registered": False, "versions": [], "aliases": {}}
+    aliases = {alias: int(v) for alias, v in registered.aliases.items()}
+    versions = []
+    for v in sorted(
+        c.search_model_versions(f"name='{model}'"), key=lambda mv: int(mv.version), reverse=True
+    ):
+        versions.append(
+            {
+                "version": int(v.version),
+                "run_id": v.run_id,
+                "created": dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "aliases": sorted(a for a, n in aliases.items() if n == int(v.version)),
+                "estimator": v.tags.get("mallard.estimator", ""),
+                "decision": v.tags.get("mallard.decision", ""),
+                "reason": v.tags.get("mallard.reason", ""),
+                "holdout_metric": v.tags.get("mallard.holdout_metric", ""),
+            }
+        )
+    return {
+        "model": model,
+        "registered": True,
+        "aliases": aliases,
+        "champion_history": json.loads(registered.tags.get(HISTORY_TAG, "[]")),
+        "last_decision": json.loads(registered.tags.get("mallard.last_decision", "{}")),
+        "versions": versions,
+    }
