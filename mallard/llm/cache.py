@@ -158,7 +158,7 @@ class SemanticCache:
             )
             matrix, ids = self._scope_index(scope)
             stacked = vector[None, :] if not len(ids) else np.vstack([matrix, vector[None, :]])
-            self._index[scope] = (stacked, [*ids, cursor.lastrowid])
+            self._index[scope] = (stacked, [*ids, int(cursor.lastrowid or 0)])
 
     def clear(self) -> None:
         with self._lock:

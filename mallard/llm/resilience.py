@@ -155,7 +155,9 @@ class ConcurrencyLimiter:
         self.limit = limit
         self._lock = threading.Lock()
         self._active = 0
-        self._waiters: deque[object] = deque()
+        self._waiters: deque[
+            threading.Event | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = deque()
         self.peak = 0
 
     @property
@@ -209,7 +211,7 @@ class ConcurrencyLimiter:
                 if isinstance(waiter, threading.Event):
                     waiter.set()
                     return
-                loop, future = waiter  # type: ignore[misc]
+                loop, future = waiter
                 if future.done() or loop.is_closed():
                     continue
                 loop.call_soon_threadsafe(self._hand_over, future)

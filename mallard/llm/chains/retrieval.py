@@ -132,7 +132,8 @@ class EmbeddingRetriever:
             if len(d["text"]) <= max_chars:
                 text = d["text"]
             else:
-                chosen, used = [], 0
+                chosen: list[int] = []
+                used = 0
                 for i in sorted(
                     range(len(d["paragraphs"])), key=lambda i: -d["paragraph_scores"][i]
                 ):

@@ -355,7 +355,7 @@ class PromptRegistry:
         )
         with self._lock:
             self._memory.pop((name, label), None)
-        return LabelEvent(cursor.lastrowid, *values)
+        return LabelEvent(int(cursor.lastrowid or 0), *values)
 
     def promote(
         self,
