@@ -191,6 +191,7 @@ class LLMClient:
             if traces is True
             else (traces or None)
         )
+        self._owns_traces = traces is True
         self.metrics = metrics or default_metrics()
         self.run_id = run_id
         self._rng = random.Random(seed)
@@ -423,9 +424,13 @@ class LLMClient:
         return self.traces.flush() if self.traces else 0
 
     def close(self) -> None:
+        """Finish background work and write buffered traces (a recorder passed in stays open)."""
         self._background.shutdown(wait=True)
-        if self.traces:
-            self.traces.flush()
+        if self.traces is not None:
+            if self._owns_traces:
+                self.traces.close()
+            else:
+                self.traces.flush()
 
     # Caches -----------------------------------------------------------------------------------
     def _semantic_scope(self, request: _Request) -> str:
