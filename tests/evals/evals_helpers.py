@@ -88,3 +88,69 @@ def scripted_reply(body: dict[str, Any]) -> str:
             "relevant": "yes",
         }
     )
+
+
+class ArticleRetriever:
+    """A deterministic stand-in for the embedding retriever: the question's own article first
+    (from the eval questions), then the next article; same output shape as EmbeddingRetriever."""
+
+    def __init__(self, helpcentre_dir: Any):
+        from pathlib import Path
+
+        folder = Path(helpcentre_dir)
+        self.articles = {}
+        for line in (folder / "articles.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            self.articles[record["article_id"]] = record
+        self.by_question = {}
+        for line in (folder / "questions.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            self.by_question[record["question"]] = record["article_id"]
+        self.calls = 0
+
+    def retrieve(self, query: str, k: int = 2, max_chars: int = 900) -> dict[str, Any]:
+        self.calls += 1
+        ids = list(self.articles)
+        first = self.by_question.get(query, ids[0])
+        chosen = [first, *[i for i in ids if i != first][: k - 1]]
+        docs = [
+            {
+                "id": i,
+                "title": self.articles[i]["title"],
+                "text": self.articles[i]["body"][:max_chars],
+                "score": 1.0,
+            }
+            for i in chosen
+        ]
+        context = "\n\n".join(f"[{d['id']}] {d['title']}\n{d['text']}" for d in docs)
+        return {"docs": docs, "ids": chosen, "context": context}
+
+
+def register_support_prompts(registry: Any, endpoint: str, extra: str = "") -> dict[str, int]:
+    """The catalog's support-assistant prompt files, re-pointed at `endpoint`; v1 live, v2 staging.
+    `extra` adds a grounded v3 whose system message ends with that text."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mallard.llm.prompts import PromptTemplate
+
+    folder = Path(__file__).resolve().parents[2] / "catalog" / "prompts" / "support_assistant"
+    versions = {}
+    for path in sorted(folder.glob("*.toml")):
+        template = PromptTemplate.from_file(path)
+        template = replace(template, model={**template.model, "endpoint": endpoint})
+        version, _ = registry.register(template)
+        versions[path.stem] = version.version
+        for label in template.labels:
+            if label not in registry.labels(template.name):
+                registry.promote(template.name, version.version, label=label, reason="test setup")
+    if extra:
+        grounded = replace(PromptTemplate.from_file(folder / "v1_grounded.toml"), labels=())
+        (role, content), *rest = grounded.messages
+        grounded = replace(
+            grounded,
+            messages=((role, content + extra), *rest),
+            model={**grounded.model, "endpoint": endpoint},
+        )
+        versions["v3"] = registry.register(grounded)[0].version
+    return versions

@@ -200,10 +200,13 @@ class _YesNoJudge(LLMJudge):
 
 
 def _context_block(sample: Sample) -> str:
-    ids = list(sample.context_ids) + [""] * (len(sample.contexts) - len(sample.context_ids))
+    """The contexts as the model saw them; ids are prefixed only when each context is one
+    document (a retrieval step's joined block already carries its "[id]" markers)."""
+    if len(sample.context_ids) != len(sample.contexts):
+        return "\n\n".join(sample.contexts)
     return "\n\n".join(
-        f"[{i}] {text}" if i and not text.startswith(f"[{i}]") else text
-        for i, text in zip(ids, sample.contexts, strict=False)
+        text if text.startswith(f"[{i}]") else f"[{i}] {text}"
+        for i, text in zip(sample.context_ids, sample.contexts, strict=True)
     )
 
 

@@ -1,0 +1,529 @@
+"""Offline evals as assets (group `llm_evals`): one asset per declared eval dataset, the judges'
+calibration against human verdicts, one offline eval per declared eval partitioned by prompt
+version, and the promotion gate. Declarations live in catalog/evals.py and catalog/graders.py.
+
+Prompt versions become partitions (`v1`, `v2`, …) through the `prompt_version_partitions` sensor,
+or `add_prompt_version_partitions(instance)` for drivers that run jobs in process.
+"""
+
+import dagster as dg
+
+from catalog.evals import CATALOG, DATASETS, EVALS
+from mallard.evals.spec import OfflineEval
+from resources.lake import LakeResource
+
+GROUP = "llm_evals"
+
+
+def dataset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["eval_datasets", name])
+
+
+def eval_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["offline_evals", name])
+
+
+def promotion_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["prompt_promotions", name])
+
+
+def partitions_name(ev: OfflineEval) -> str:
+    return f"{ev.name}_prompt_versions"
+
+
+PROMPT_VERSION_PARTITIONS = {
+    ev.name: dg.DynamicPartitionsDefinition(name=partitions_name(ev)) for ev in EVALS
+}
+
+
+def partition_version(key: str) -> int:
+    if not key.startswith("v") or not key[1:].isdigit():
+        raise ValueError(f"partition {key!r} is not a prompt version such as v2")
+    return int(key[1:])
+
+
+class _LogProgress:
+    """Progress of a long step in the run's log (the CLI draws tqdm bars instead)."""
+
+    def __init__(self, log, description: str, total: int):
+        self.log, self.description, self.total, self.done = log, description, total, 0
+        self._next = 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done >= self._next or self.done == self.total:
+            self.log.info(f"{self.description}: {self.done}/{self.total}")
+            self._next = self.done + max(1, self.total // 5)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(context):
+    return lambda description, total: _LogProgress(context.log, description, total)
+
+
+def _client(settings, run_id: str):
+    from catalog.llm import ENDPOINTS
+    from mallard.llm.client import LLMClient
+
+    return LLMClient(ENDPOINTS, settings=settings, run_id=run_id, semantic_cache=False)
+
+
+def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
+    return dg.TableMetadataValue(
+        records=[dg.TableRecord({c: _cell(row.get(c)) for c in columns}) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in columns]),
+    )
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return None if value != value else round(value, 4)
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    return str(value)
+
+
+def _trust_check(trust: list, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+    untrusted = [t for t in trust if not t.trusted]
+    return dg.AssetCheckResult(
+        check_name="judges_trusted",
+        asset_key=asset_key,
+        passed=not untrusted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(t.reason for t in untrusted) or "every judge meets its minimum κ",
+        metadata={
+            "judges": _table(
+                [
+                    {
+                        "judge": t.judge,
+                        "trusted": t.trusted,
+                        "kappa": t.kappa,
+                        "min_kappa": t.min_kappa,
+                        "items": t.items,
+                        "reason": t.reason,
+                    }
+                    for t in trust
+                ],
+                ["judge", "trusted", "kappa", "min_kappa", "items", "reason"],
+            )
+        },
+    )
+
+
+# Datasets ------------------------------------------------------------------------------------------
+def build_dataset_asset(name: str) -> dg.AssetsDefinition:
+    spec = CATALOG.dataset(name)
+
+    @dg.asset(
+        key=dataset_key(name),
+        group_name=GROUP,
+        description=spec.description
+        + "\n\nImported into a versioned Delta table: a changed file is a new version.",
+        kinds={"delta"},
+        tags={"mallard/owner": spec.owner or "global"},
+        metadata={
+            "source": str(spec.source),
+            "owner": spec.owner or "global",
+            "inputs": ", ".join(spec.input_fields),
+        },
+    )
+    def _dataset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mallard.evals.datasets import import_dataset, table_path
+
+        settings = lake.settings()
+        result = import_dataset(spec, settings=settings)
+        context.log.info(
+            f"{name}: {'new version' if result.created else 'unchanged at version'} {result.version} "
+            f"({result.items} items)"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "version": result.version,
+                "new_version": result.created,
+                "items": result.items,
+                "by_category": _table(
+                    [{"category": c, "items": n} for c, n in result.by_category.items()],
+                    ["category", "items"],
+                ),
+                "content_hash": result.content_hash[:16],
+                "table": dg.MetadataValue.path(str(table_path(name, settings))),
+            },
+            data_version=dg.DataVersion(result.content_hash[:16]),
+        )
+
+    return _dataset
+
+
+# Calibration ---------------------------------------------------------------------------------------
+class CalibrationConfig(dg.Config):
+    judges: list[str] = []
+    """Judges to calibrate; empty: the ones declared in catalog/evals.py."""
+    all_items: bool = False
+    """Use every calibration item instead of the declared slice."""
+    limit: int | None = None
+    repeat: int | None = None
+    """Calls per item (>1 measures the judge's own variance; the caches are skipped)."""
+
+
+def build_calibration_asset() -> dg.AssetsDefinition:
+    cal = CATALOG.calibration
+    assert cal is not None
+
+    @dg.asset(
+        name="judge_calibration",
+        group_name=GROUP,
+        deps=[dataset_key(cal.dataset)],
+        kinds={"llama.cpp", "delta"},
+        pool="local_llm",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "judges_trusted",
+                asset="judge_calibration",
+                description="Every calibrated judge reaches its declared minimum Cohen's κ.",
+            )
+        ],
+    )
+    def judge_calibration(
+        context: dg.AssetExecutionContext, lake: LakeResource, config: CalibrationConfig
+    ):
+        """Runs each judge on the human-labelled calibration slice and measures agreement with the
+        human verdicts: accuracy and Cohen's κ of pass/fail, Spearman's ρ against the 1–5 human
+        scores, and with repeat > 1 the judge's own variance. A judge below its declared minimum κ
+        is untrusted: evals relying on it are flagged and cannot gate a promotion."""
+        from catalog.evals import CORPORA
+        from mallard.evals.calibration import Trust, run_calibration
+
+        settings = lake.settings()
+        client = _client(settings, context.run.run_id)
+        try:
+            reports, info = run_calibration(
+                CATALOG,
+                client=client,
+                settings=settings,
+                corpora=CORPORA,
+                judges=config.judges or None,
+                slice_name=None if config.all_items else True,
+                limit=config.limit,
+                repeat=config.repeat,
+                progress=_progress(context),
+            )
+        finally:
+            client.close()
+        rows = [r.to_row() for r in reports]
+        yield dg.MaterializeResult(
+            metadata={
+                "judges": _table(
+                    rows,
+                    [
+                        "judge",
+                        "model",
+                        "items",
+                        "errors",
+                        "accuracy",
+                        "kappa",
+                        "spearman",
+                        "min_kappa",
+                        "trusted",
+                        "repeat",
+                        "flip_rate",
+                        "score_std",
+                    ],
+                ),
+                "dataset_version": info["dataset_version"],
+                "slice": info["slice"] or "(all)",
+                "items": info["items"],
+                "run_id": info["run_id"],
+            }
+        )
+        trust = [
+            Trust(
+                r.judge,
+                r.trusted,
+                f"judge {r.judge!r}: κ {r.kappa:.2f} vs minimum "
+                f"{'none' if r.min_kappa is None else f'{r.min_kappa:.2f}'} on {r.items} items",
+                r.kappa,
+                r.min_kappa,
+                r.items,
+            )
+            for r in reports
+        ]
+        yield _trust_check(trust, dg.AssetKey("judge_calibration"))
+
+    return judge_calibration
+
+
+# Offline evals -------------------------------------------------------------------------------------
+class OfflineEvalConfig(dg.Config):
+    slice: str | None = None
+    """Dataset slice; empty: the eval's declared slice (the demo's ~10 items)."""
+    all_items: bool = False
+    """Run the whole dataset instead of a slice."""
+    limit: int | None = None
+    graders: list[str] = []
+    """Only these graders (empty: all the eval declares)."""
+    dataset_version: int | None = None
+    """Pin a dataset version (default: the latest)."""
+
+
+def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
+    key = eval_key(ev.name)
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        partitions_def=PROMPT_VERSION_PARTITIONS[ev.name],
+        deps=["prompt_versions", dataset_key(ev.dataset), "judge_calibration"],
+        kinds={"llama.cpp", "delta"},
+        pool="local_llm",
+        description=(ev.description or f"Offline eval {ev.name}.")
+        + f"\n\nOne partition per version of prompt `{ev.prompt}`: chain `{ev.chain}` answers "
+        f"dataset `{ev.dataset}` with that version and every answer is graded by "
+        f"{', '.join(ev.grader_names)}; rows go to the `judge_scores` table.",
+        metadata={"graders": ", ".join(ev.grader_names), "dataset": ev.dataset},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "judges_trusted",
+                asset=key,
+                description="Every judge this eval relies on reaches its minimum κ.",
+            ),
+            dg.AssetCheckSpec(
+                "answers_ok",
+                asset=key,
+                description="The chain answered every item (a failed item scores 0).",
+            ),
+        ],
+    )
+    def _offline_eval(
+        context: dg.AssetExecutionContext, lake: LakeResource, config: OfflineEvalConfig
+    ):
+        from catalog.evals import CORPORA
+        from mallard.evals.runs import run_offline_eval, summary_markdown, worst_markdown
+        from mallard.llm.prompts import PromptRegistry
+
+        settings = lake.settings()
+        version = partition_version(context.partition_key)
+        client = _client(settings, context.run.run_id)
+        try:
+            run = run_offline_eval(
+                CATALOG,
+                ev.name,
+                version,
+                client=client,
+                registry=PromptRegistry.default(settings),
+                settings=settings,
+                corpora=CORPORA,
+                slice_name=None if config.all_items else (config.slice or True),
+                limit=config.limit,
+                graders=config.graders or None,
+                dataset_version=config.dataset_version,
+                progress=_progress(context),
+            )
+        finally:
+            client.close()
+        summary = run.summary
+        metadata = {
+            "run_id": run.run_id,
+            "prompt_version": version,
+            "dataset_version": run.dataset_version,
+            "slice": run.slice or "(all)",
+            "items": summary["items"],
+            "failed_answers": summary["failed_answers"],
+            "scores": dg.MetadataValue.md(summary_markdown(summary)),
+            "worst_items": dg.MetadataValue.md(worst_markdown(summary)),
+            "cost_usd": dg.MetadataValue.float(float(summary["cost_usd"])),
+            "answer_cost_usd": dg.MetadataValue.float(float(summary["answer_cost_usd"])),
+            "grading_cost_usd": dg.MetadataValue.float(float(summary["grading_cost_usd"])),
+            "answers_cached": summary["answers_cached"],
+            "grades_cached": f"{summary['grades_cached']}/{summary['grades']}",
+            "answer_latency_p50_ms": dg.MetadataValue.float(
+                float(summary["answer_latency_p50_ms"])
+            ),
+            "wall_s": dg.MetadataValue.float(round(run.wall_s, 2)),
+        }
+        for name, stats in summary["graders"].items():
+            metadata[f"mean/{name}"] = dg.MetadataValue.float(_cell(stats["mean"]) or 0.0)
+        yield dg.MaterializeResult(metadata=metadata)
+        yield _trust_check(run.trust, key)
+        yield dg.AssetCheckResult(
+            check_name="answers_ok",
+            asset_key=key,
+            passed=summary["failed_answers"] == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"failed_answers": summary["failed_answers"]},
+        )
+
+    return _offline_eval
+
+
+# Promotion gate -------------------------------------------------------------------------------------
+class PromotionConfig(dg.Config):
+    candidate_version: int | None = None
+    """The version to promote; empty: the one the gate's candidate label (staging) points at."""
+    pairwise: bool = True
+    """Also run the pairwise judge on the compared answers (win/tie/loss in the metadata)."""
+    dry_run: bool = False
+    """Decide and record, but never move the label."""
+
+
+def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
+    assert ev.gate is not None
+    gate = ev.gate
+
+    @dg.asset(
+        key=promotion_key(ev.name),
+        group_name=GROUP,
+        deps=[eval_key(ev.name)],
+        kinds={"sqlite"},
+        pool="local_llm",
+        description=(
+            f"The promotion gate of prompt `{ev.prompt}`: moves `{gate.label}` to the candidate only if, "
+            f"on {', '.join(gate.graders)}, the {gate.confidence:.0%} paired bootstrap interval of "
+            f"(candidate − {gate.label}) stays above −{gate.tolerance:g} and the judges are trusted; "
+            "otherwise records why not."
+        ),
+    )
+    def _promotion(
+        context: dg.AssetExecutionContext, lake: LakeResource, config: PromotionConfig
+    ) -> dg.MaterializeResult:
+        from mallard.evals.compare import promote_prompt
+        from mallard.llm.prompts import PromptRegistry
+
+        settings = lake.settings()
+        registry = PromptRegistry.default(settings)
+        before = registry.labels(ev.prompt).get(gate.label)
+        client = _client(settings, context.run.run_id)
+        try:
+            decision = promote_prompt(
+                CATALOG,
+                ev.name,
+                client=client,
+                registry=registry,
+                settings=settings,
+                candidate_version=config.candidate_version,
+                actor=f"dagster-run:{context.run.run_id}",
+                dry_run=config.dry_run,
+                pairwise=config.pairwise,
+                progress=None,
+            )
+        finally:
+            client.close()
+        context.log.info(str(decision))
+        metadata = {
+            "verdict": decision.verdict,
+            "candidate_version": decision.candidate_version,
+            f"{gate.label}_before": before if before is not None else "none",
+            f"{gate.label}_after": registry.labels(ev.prompt).get(gate.label, "none"),
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+        }
+        comparison = decision.comparison
+        if comparison is not None:
+            metadata["comparison"] = dg.MetadataValue.md(comparison.markdown())
+            metadata["dataset_version"] = comparison.dataset_version
+            if comparison.pairwise is not None:
+                p = comparison.pairwise
+                metadata["pairwise"] = (
+                    f"{p.wins} wins / {p.ties} ties / {p.losses} losses "
+                    f"({p.position_disagreements} position-swap disagreements)"
+                )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _promotion
+
+
+# Partitions for new prompt versions ----------------------------------------------------------------
+def missing_partitions(instance: dg.DagsterInstance, registry) -> dict[str, list[str]]:
+    """Per eval: partition keys for registered prompt versions that are not partitions yet."""
+    out = {}
+    for ev in EVALS:
+        existing = set(instance.get_dynamic_partitions(partitions_name(ev)))
+        keys = [f"v{v.version}" for v in registry.versions(ev.prompt)]
+        out[ev.name] = [k for k in keys if k not in existing]
+    return out
+
+
+def add_prompt_version_partitions(
+    instance: dg.DagsterInstance, settings=None
+) -> dict[str, list[str]]:
+    """Add a partition per registered prompt version to every offline eval; returns what was added."""
+    from mallard.llm.prompts import PromptRegistry
+
+    registry = PromptRegistry.default(settings)
+    added = missing_partitions(instance, registry)
+    for ev in EVALS:
+        if added[ev.name]:
+            instance.add_dynamic_partitions(partitions_name(ev), added[ev.name])
+    return added
+
+
+def build_jobs() -> list:
+    jobs = [
+        dg.define_asset_job(
+            "import_eval_datasets",
+            selection=dg.AssetSelection.assets(*[dataset_key(d.name) for d in DATASETS]),
+            description="Import the declared eval datasets (a changed file becomes a new version).",
+        ),
+        dg.define_asset_job(
+            "calibrate_judges",
+            selection=dg.AssetSelection.assets("judge_calibration"),
+            description="Measure each judge's agreement with the human verdicts.",
+        ),
+        dg.define_asset_job(
+            "promote_prompt",
+            selection=dg.AssetSelection.assets(
+                *[promotion_key(ev.name) for ev in EVALS if ev.gate]
+            ),
+            description="Run the promotion gate: move `live` to the candidate only if the evals allow it.",
+        ),
+    ]
+    jobs += [
+        dg.define_asset_job(
+            f"offline_eval_{ev.name}",
+            selection=dg.AssetSelection.assets(eval_key(ev.name)),
+            description=f"Run offline eval {ev.name} for one prompt version (partition).",
+        )
+        for ev in EVALS
+    ]
+    return jobs
+
+
+EVAL_JOBS = build_jobs()
+
+
+@dg.sensor(
+    jobs=[j for j in EVAL_JOBS if j.name.startswith("offline_eval_")],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def prompt_version_partitions(context: dg.SensorEvaluationContext, lake: LakeResource):
+    """Adds a partition to each offline eval for every newly registered prompt version and
+    requests its eval run (in the `local_llm` pool, one at a time)."""
+    from mallard.llm.prompts import PromptRegistry
+
+    registry = PromptRegistry.default(lake.settings())
+    missing = missing_partitions(context.instance, registry)
+    requests, runs = [], []
+    for ev in EVALS:
+        if missing[ev.name]:
+            requests.append(dg.AddDynamicPartitionsRequest(partitions_name(ev), missing[ev.name]))
+            runs += [
+                dg.RunRequest(
+                    job_name=f"offline_eval_{ev.name}",
+                    partition_key=key,
+                    run_key=f"{ev.name}:{key}",
+                )
+                for key in missing[ev.name]
+            ]
+    if not requests:
+        return dg.SkipReason("every registered prompt version has its eval partition")
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+EVAL_ASSETS = [
+    *[build_dataset_asset(d.name) for d in DATASETS],
+    build_calibration_asset(),
+    *[build_offline_eval_asset(ev) for ev in EVALS],
+    *[build_promotion_asset(ev) for ev in EVALS if ev.gate],
+]
+EVAL_SENSORS = [prompt_version_partitions]
