@@ -6,6 +6,9 @@ export DAGSTER_HOME ?= $(MALLARD_HOME)/dagster
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export UV_PYTHON ?= 3.11
+# Byte-compile site-packages at install: where PYTHONDONTWRITEBYTECODE is set, every process
+# would otherwise recompile dagster, pandas & co. on each import.
+export UV_COMPILE_BYTECODE ?= 1
 
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.bootstrap/bin/uv)
 RUN := $(UV) run --frozen
@@ -30,6 +33,7 @@ test: install services
 	$(RUN) pytest -m "not slow"
 
 test-slow: install services
+	$(UV) sync --frozen --group local-models
 	$(RUN) pytest -m slow
 
 dev: install

@@ -99,10 +99,12 @@ def show_settings() -> None:
 
 def _register_subcommands() -> None:
     from mallard.features.cli import features
+    from mallard.llm.prompts.cli import prompts
     from mallard.monitoring.cli import alerts
 
     main.add_command(features)
     main.add_command(alerts)
+    main.add_command(prompts)
 
 
 _register_subcommands()
