@@ -20,7 +20,7 @@ from typing import Any
 from mallard.evals import store
 from mallard.evals.calibration import Trust, judge_trust
 from mallard.evals.graders.base import GradeContext, Sample
-from mallard.evals.runs import GradeCache, grade_samples, latest_run
+from mallard.evals.runs import GradeCache, grade_samples, latest_run, no_progress
 from mallard.evals.spec import EvalCatalog, Gate
 from mallard.evals.stats import paired_bootstrap
 
@@ -222,7 +222,11 @@ def run_pairwise(
         Sample.from_item(snapshot.item(i), second[i]["answer"], other_output=first[i]["answer"])
         for i in common
     ]
-    grades, keys = grade_samples(judge, samples, ctx, cache, progress)
+    bar = (progress or no_progress)(f"pairwise {judge.name}", len(samples))
+    try:
+        grades, keys = grade_samples(judge, samples, ctx, cache, bar)
+    finally:
+        bar.close()
     outcomes = [g.details.get("outcome", "tie") for g in grades if not g.error]
     result = PairwiseResult(
         judge.name,

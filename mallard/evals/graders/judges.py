@@ -17,7 +17,10 @@ from typing import Any, ClassVar
 from mallard.evals.graders.base import Grade, GradeContext, Grader, Sample
 from mallard.specs import DeclarationError
 
-REASONING_CHARS = 300
+# A reply must fit in max_tokens even when every character of the reasoning is one token (small
+# models do degenerate into digit lists): otherwise the JSON is cut off and cannot be parsed.
+REASONING_CHARS = 240
+DEFAULT_MAX_TOKENS = REASONING_CHARS + 40
 DEFAULT_RUBRIC = (
     "Correct and consistent with the reference answer; answers the question that was asked; "
     "invents no facts."
@@ -58,7 +61,7 @@ class LLMJudge(Grader):
         endpoint: str,
         min_kappa: float | None = None,
         threshold: float = 0.5,
-        max_tokens: int = 160,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float | None = None,
         description: str = "",
     ):
@@ -235,7 +238,7 @@ class RubricJudge(LLMJudge):
         rubric_field: str | None = "rubric",
         min_kappa: float | None = None,
         threshold: float = 0.75,
-        max_tokens: int = 160,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float | None = None,
         description: str = "",
     ):
@@ -389,7 +392,7 @@ class PairwiseJudge(LLMJudge):
         endpoint: str,
         min_kappa: float | None = None,
         threshold: float = 0.75,
-        max_tokens: int = 160,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float | None = None,
         description: str = "",
     ):

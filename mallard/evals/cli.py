@@ -1,0 +1,533 @@
+"""`mallard evals run|compare|show|import|calibrate|promote` (attach with `main.add_command(evals)`).
+
+The deployment's declarations (catalog/evals.py, catalog/llm.py) are imported inside the
+commands: `mallard` never depends on them at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+
+from mallard.specs import DeclarationError
+
+
+class _EvalGroup(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        from mallard.evals.compare import ComparisonError
+        from mallard.evals.datasets import DatasetValidationError
+        from mallard.llm.errors import PromptError
+
+        try:
+            return super().invoke(ctx)
+        except (
+            DeclarationError,
+            DatasetValidationError,
+            ComparisonError,
+            LookupError,
+            PromptError,
+        ) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _catalog() -> Any:
+    from catalog.evals import CATALOG
+
+    return CATALOG
+
+
+def _corpora() -> Any:
+    from catalog.evals import CORPORA
+
+    return CORPORA
+
+
+def _client(settings: Any, run_id: str = "") -> Any:
+    from catalog.llm import ENDPOINTS
+    from mallard.llm.client import LLMClient
+
+    return LLMClient(ENDPOINTS, settings=settings, run_id=run_id, semantic_cache=False)
+
+
+def _settings() -> Any:
+    from mallard.config import get_settings
+
+    return get_settings()
+
+
+def _registry(settings: Any) -> Any:
+    from mallard.llm.prompts import PromptRegistry
+
+    return PromptRegistry.default(settings)
+
+
+def _bars(disable: bool = False) -> Any:
+    from tqdm import tqdm
+
+    def factory(description: str, total: int) -> Any:
+        return tqdm(
+            total=total,
+            desc=description,
+            unit="item",
+            leave=False,
+            disable=disable,
+            dynamic_ncols=True,
+        )
+
+    return factory
+
+
+def _eval_name(name: str | None) -> str:
+    catalog = _catalog()
+    if name:
+        catalog.eval(name)
+        return name
+    names = sorted(catalog.eval_by_name)
+    if len(names) != 1:
+        raise click.UsageError(f"name the eval: one of {names}")
+    return names[0]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A plain text table (no dependency beyond the standard library)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    cells = [[_fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    numeric = [all(_is_number(row.get(c)) for row in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) or value is None
+
+
+def _print_run(summary: Mapping[str, Any], header: str) -> None:
+    graders = list(summary["graders"])
+    click.echo(header)
+    rows = [
+        {"category": c, **{g: cells[g] for g in graders}}
+        for c, cells in summary["by_category"].items()
+    ]
+    rows.append({"category": "ALL (mean)", **{g: summary["graders"][g]["mean"] for g in graders}})
+    rows.append(
+        {"category": "pass rate", **{g: summary["graders"][g]["pass_rate"] for g in graders}}
+    )
+    click.echo(table(rows, ["category", *graders]))
+    errors = {g: s["errors"] for g, s in summary["graders"].items() if s["errors"]}
+    if errors:
+        click.echo(f"grading errors (excluded): {errors}")
+    click.echo(
+        f"items {summary['items']} (failed answers {summary['failed_answers']}); answers from cache "
+        f"{summary['answers_cached']}, grades from cache {summary['grades_cached']}/{summary['grades']}; "
+        f"cost ${summary['cost_usd']:.6f} (answers ${summary['answer_cost_usd']:.6f}, grading "
+        f"${summary['grading_cost_usd']:.6f}); answer latency p50 {summary['answer_latency_p50_ms']:.0f} ms"
+    )
+    if summary["worst_items"]:
+        click.echo("worst items:")
+        click.echo(
+            table(
+                summary["worst_items"],
+                ["item_id", "category", "mean_score", "worst_grader", "reason"],
+            )
+        )
+
+
+def _print_trust(trust: Sequence[Any]) -> None:
+    for t in trust:
+        click.echo(f"{'trusted  ' if t.trusted else 'UNTRUSTED'} {t.reason}")
+
+
+@click.group("evals", cls=_EvalGroup)
+def evals() -> None:
+    """Offline evals: datasets, graders, judge calibration, runs per prompt version, the gate."""
+
+
+@evals.command("import")
+@click.argument("datasets", nargs=-1)
+def import_datasets(datasets: tuple[str, ...]) -> None:
+    """Import eval datasets (all declared, or the named ones); a changed file is a new version."""
+    from mallard.evals.datasets import import_dataset
+
+    catalog, settings = _catalog(), _settings()
+    rows = []
+    for name in datasets or sorted(catalog.dataset_by_name):
+        result = import_dataset(catalog.dataset(name), settings=settings)
+        rows.append(
+            {
+                "dataset": name,
+                "version": result.version,
+                "new": "yes" if result.created else "no",
+                "items": result.items,
+                "categories": ", ".join(f"{k} {v}" for k, v in result.by_category.items()),
+            }
+        )
+    click.echo(table(rows))
+
+
+@evals.command("run")
+@click.argument("eval_name", required=False)
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Prompt version (default: the --label one).",
+)
+@click.option(
+    "--label", default="live", show_default=True, help="Prompt label to evaluate when no --version."
+)
+@click.option(
+    "--slice", "slice_name", default=None, help="Dataset slice (default: the eval's declared one)."
+)
+@click.option("--all", "all_items", is_flag=True, help="Run every item of the dataset.")
+@click.option("--limit", type=int, default=None, help="At most this many items.")
+@click.option("--item", "items", multiple=True, help="Only these item ids (repeatable).")
+@click.option("--grader", "graders", multiple=True, help="Only these graders (repeatable).")
+@click.option(
+    "--dataset-version", type=int, default=None, help="Pin a dataset version (default: latest)."
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Recompute grades (answers still use the LLM cache)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(
+    eval_name: str | None,
+    version: int | None,
+    label: str,
+    slice_name: str | None,
+    all_items: bool,
+    limit: int | None,
+    items: tuple[str, ...],
+    graders: tuple[str, ...],
+    dataset_version: int | None,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
+    """Answer the eval's dataset with one prompt version and grade every answer."""
+    from mallard.evals.runs import run_offline_eval
+
+    name = _eval_name(eval_name)
+    catalog, settings = _catalog(), _settings()
+    registry = _registry(settings)
+    ev = catalog.eval(name)
+    if version is None:
+        version = registry.get(ev.prompt, label).version
+    client = _client(settings)
+    try:
+        result = run_offline_eval(
+            catalog,
+            name,
+            version,
+            client=client,
+            registry=registry,
+            settings=settings,
+            corpora=_corpora(),
+            slice_name=None if all_items else (slice_name or True),
+            limit=limit,
+            item_ids=list(items) or None,
+            graders=list(graders) or None,
+            dataset_version=dataset_version,
+            import_latest=dataset_version is None,
+            cache=not no_cache,
+            progress=_bars(as_json),
+        )
+    finally:
+        client.close()
+    summary = result.summary
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"run_id": result.run_id, "prompt_version": version, **summary},
+                default=str,
+                indent=1,
+            )
+        )
+        return
+    _print_run(
+        summary,
+        f"{name}: {ev.prompt} v{version} on {result.dataset} v{result.dataset_version}"
+        f"{' slice ' + result.slice if result.slice else ''} — run {result.run_id} ({result.wall_s:.1f} s)",
+    )
+    _print_trust(result.trust)
+
+
+@evals.command("compare")
+@click.argument("eval_name", required=False)
+@click.option("--baseline", "-a", type=int, default=None, help="Baseline version (default: live).")
+@click.option(
+    "--candidate", "-b", type=int, default=None, help="Candidate version (default: staging)."
+)
+@click.option(
+    "--pairwise/--no-pairwise", default=True, show_default=True, help="Also run the pairwise judge."
+)
+@click.option("--dataset-version", type=int, default=None)
+def compare(
+    eval_name: str | None,
+    baseline: int | None,
+    candidate: int | None,
+    pairwise: bool,
+    dataset_version: int | None,
+) -> None:
+    """Per-grader mean differences with paired bootstrap intervals, win/tie/loss, and the gate's view."""
+    from mallard.evals.compare import compare_versions, decide, gate_trust
+    from mallard.evals.graders.base import GradeContext
+    from mallard.evals.spec import Gate
+
+    name = _eval_name(eval_name)
+    catalog, settings = _catalog(), _settings()
+    registry = _registry(settings)
+    ev = catalog.eval(name)
+    gate = ev.gate or Gate(graders=tuple(ev.grader_names[:1]))
+    labels = registry.labels(ev.prompt)
+    baseline = baseline if baseline is not None else labels.get(gate.label)
+    candidate = candidate if candidate is not None else labels.get(gate.candidate_label)
+    if baseline is None or candidate is None:
+        raise click.UsageError(f"give --baseline and --candidate (labels of {ev.prompt}: {labels})")
+    client = _client(settings)
+    try:
+        comparison = compare_versions(
+            catalog,
+            name,
+            baseline,
+            candidate,
+            settings=settings,
+            client=client,
+            pairwise=pairwise,
+            dataset_version=dataset_version,
+            progress=_bars(),
+        )
+        trust = gate_trust(catalog, name, GradeContext(client=client), settings) if ev.gate else []
+    finally:
+        client.close()
+    click.echo(
+        f"{name}: {ev.prompt} v{candidate} (candidate) vs v{baseline} (baseline) on {comparison.dataset} "
+        f"v{comparison.dataset_version}, {comparison.items} paired items"
+    )
+    rows = [
+        {
+            "grader": c.grader,
+            f"v{baseline}": c.baseline_mean,
+            f"v{candidate}": c.candidate_mean,
+            "diff": c.diff,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "W/T/L": f"{c.wins}/{c.ties}/{c.losses}",
+            "n": c.items,
+            "gate": "yes" if c.grader in gate.graders else "",
+        }
+        for c in comparison.graders.values()
+    ]
+    click.echo(table(rows))
+    if comparison.pairwise is not None:
+        p = comparison.pairwise
+        click.echo(
+            f"pairwise judge {p.judge}: v{candidate} wins {p.wins}, ties {p.ties}, loses {p.losses} "
+            f"(position-swap disagreements {p.position_disagreements}/{p.items}, errors {p.errors})"
+        )
+    if ev.gate:
+        decision = decide(
+            comparison, gate, trust, candidate_version=candidate, live_version=baseline
+        )
+        click.echo(f"gate: {'would promote' if decision.promote else 'would refuse'}")
+        for reason in decision.reasons:
+            click.echo(f"  - {reason}")
+
+
+@evals.command("show")
+@click.argument("eval_name", required=False)
+@click.option(
+    "--version", "version", type=int, default=None, help="Details of this version's latest run."
+)
+def show(eval_name: str | None, version: int | None) -> None:
+    """The latest results: each prompt version's latest run, judge calibration and gate decisions."""
+    from mallard.evals import store
+    from mallard.evals.runs import latest_run, summarize
+
+    name = _eval_name(eval_name)
+    catalog, settings = _catalog(), _settings()
+    ev = catalog.eval(name)
+    rows = store.read("judge_scores", settings=settings, filters={"eval_name": name})
+    if not rows:
+        click.echo(
+            f"No runs of eval {name} yet: `mallard evals run {name}` or materialize offline_evals/{name}."
+        )
+        return
+    if version is not None:
+        latest = latest_run(name, version, rows=rows)
+        if not latest:
+            raise click.ClickException(f"eval {name} has no run of v{version}")
+        first = latest[0]
+        _print_run(
+            summarize(latest),
+            f"{name}: {ev.prompt} v{version} on {first['dataset']} v{first['dataset_version']}"
+            f"{' slice ' + first['slice'] if first['slice'] else ''} — run {first['run_id']} "
+            f"at {first['timestamp']:%Y-%m-%d %H:%M:%S}",
+        )
+        return
+    versions = sorted({r["prompt_version"] for r in rows if r["baseline_prompt_version"] is None})
+    labels = _registry(settings).labels(ev.prompt)
+    overview = []
+    for v in versions:
+        latest = latest_run(name, v, rows=rows)
+        summary = summarize(latest)
+        tags = ",".join(sorted(k for k, x in labels.items() if x == v))
+        overview.append(
+            {
+                "version": f"v{v}",
+                "labels": tags or "-",
+                "dataset": f"v{latest[0]['dataset_version']}",
+                "items": summary["items"],
+                **{g: s["mean"] for g, s in summary["graders"].items()},
+                "cost_usd": summary["cost_usd"],
+                "run": latest[0]["run_id"],
+                "when": f"{latest[0]['timestamp']:%Y-%m-%d %H:%M}",
+            }
+        )
+    click.echo(f"{name}: latest run of each version of prompt {ev.prompt} (mean normalised scores)")
+    columns = list(dict.fromkeys(k for row in overview for k in row))
+    click.echo(table(overview, columns))
+    calibrations = store.read("judge_calibration", settings=settings)
+    if calibrations:
+        latest_by_judge: dict[str, dict[str, Any]] = {}
+        for row in sorted(calibrations, key=lambda r: r["timestamp"]):
+            latest_by_judge[row["judge"]] = row
+        click.echo("\njudge calibration (latest per judge):")
+        click.echo(
+            table(
+                list(latest_by_judge.values()),
+                [
+                    "judge",
+                    "model",
+                    "items",
+                    "accuracy",
+                    "kappa",
+                    "spearman",
+                    "min_kappa",
+                    "trusted",
+                ],
+            )
+        )
+    decisions = sorted(
+        store.read("eval_gate_decisions", settings=settings, filters={"eval_name": name}),
+        key=lambda r: r["timestamp"],
+    )[-5:]
+    if decisions:
+        click.echo("\ngate decisions (latest 5):")
+        for d in decisions:
+            reasons = json.loads(d["reasons"] or "[]")
+            click.echo(
+                f"{d['timestamp']:%Y-%m-%d %H:%M} v{d['candidate_version']} vs {d['label']} "
+                f"v{d['live_version']}: {'PROMOTED' if d['promoted'] else 'refused'}"
+            )
+            for reason in reasons:
+                click.echo(f"  - {reason}")
+
+
+@evals.command("calibrate")
+@click.option(
+    "--judge", "judges", multiple=True, help="Judges to calibrate (default: the declared ones)."
+)
+@click.option(
+    "--all", "all_items", is_flag=True, help="Every calibration item, not the declared slice."
+)
+@click.option("--limit", type=int, default=None)
+@click.option(
+    "--repeat", type=int, default=None, help="Calls per item (>1 measures the judge's variance)."
+)
+def calibrate(
+    judges: tuple[str, ...], all_items: bool, limit: int | None, repeat: int | None
+) -> None:
+    """Agreement of each judge with the human verdicts (accuracy, Cohen's κ, Spearman's ρ)."""
+    from mallard.evals.calibration import run_calibration
+
+    catalog, settings = _catalog(), _settings()
+    client = _client(settings)
+    try:
+        reports, info = run_calibration(
+            catalog,
+            client=client,
+            settings=settings,
+            corpora=_corpora(),
+            judges=list(judges) or None,
+            slice_name=None if all_items else True,
+            limit=limit,
+            repeat=repeat,
+            progress=_bars(),
+        )
+    finally:
+        client.close()
+    click.echo(
+        f"calibration on {info['dataset']} v{info['dataset_version']}"
+        f"{' slice ' + info['slice'] if info['slice'] else ''}: {info['items']} items, run {info['run_id']}"
+    )
+    click.echo(
+        table(
+            [r.to_row() for r in reports],
+            [
+                "judge",
+                "model",
+                "items",
+                "errors",
+                "accuracy",
+                "kappa",
+                "spearman",
+                "min_kappa",
+                "trusted",
+                "repeat",
+                "flip_rate",
+            ],
+        )
+    )
+
+
+@evals.command("promote")
+@click.argument("eval_name", required=False)
+@click.option(
+    "--candidate", type=int, default=None, help="Candidate version (default: the staging one)."
+)
+@click.option("--dry-run", is_flag=True, help="Decide and record, but do not move the label.")
+@click.option("--pairwise/--no-pairwise", default=True, show_default=True)
+def promote(eval_name: str | None, candidate: int | None, dry_run: bool, pairwise: bool) -> None:
+    """Run the promotion gate: move `live` to the candidate only if the evals allow it."""
+    from mallard.evals.compare import promote_prompt
+
+    name = _eval_name(eval_name)
+    catalog, settings = _catalog(), _settings()
+    client = _client(settings)
+    try:
+        decision = promote_prompt(
+            catalog,
+            name,
+            client=client,
+            registry=_registry(settings),
+            settings=settings,
+            candidate_version=candidate,
+            dry_run=dry_run,
+            pairwise=pairwise,
+            progress=_bars(),
+        )
+    finally:
+        client.close()
+    click.echo(str(decision))
+    if decision.comparison is not None:
+        click.echo(decision.comparison.markdown())
