@@ -50,11 +50,13 @@ def _fail(exc: Exception) -> dg.Failure:
     return dg.Failure(description=str(exc))
 
 
-def build_model_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
-    """The five assets of one declared model."""
+def build_model_assets(
+    spec: ModelSpec, features: list[str] | None = None, feature_types: dict[str, str] | None = None
+) -> list[dg.AssetsDefinition]:
+    """The five assets of one model (features default to its declaration in catalog/models.py)."""
     name = spec.name
-    features = MODELS.features(name)
-    feature_types = MODELS.feature_types
+    features = features or MODELS.features(name)
+    feature_types = feature_types or MODELS.feature_types
     owners = [spec.owner] if "@" in spec.owner else None
     common = {"group_name": "training", "owners": owners, "tags": {"model": name}}
 

@@ -173,8 +173,11 @@ def _auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     order = np.argsort(score, kind="mergesort")
     s, yy, w = score[order], y[order], weights[:, order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(w * yy, starts, axis=1)
-    neg = np.add.reduceat(w * (1 - yy), starts, axis=1)
+    pos = w * yy
+    neg = w - pos
+    if len(starts) < len(s):  # tied scores form one group each
+        pos = np.add.reduceat(pos, starts, axis=1)
+        neg = np.add.reduceat(neg, starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg
     total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -262,10 +265,16 @@ class BootstrapResult:
         return asdict(self)
 
 
-def bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
+def bootstrap_weights(n: int, n_bootstrap: int, seed: int | np.random.Generator) -> np.ndarray:
     """B × n row counts of B resamples with replacement (each row sums to n)."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(np.float64)
+    draws = rng.integers(0, n, size=(n_bootstrap, n))
+    draws += np.arange(n_bootstrap)[:, None] * n
+    return (
+        np.bincount(draws.ravel(), minlength=n_bootstrap * n)
+        .reshape(n_bootstrap, n)
+        .astype(np.float64)
+    )
 
 
 def paired_bootstrap(
@@ -304,7 +313,7 @@ def paired_bootstrap(
     diffs = []
     for start in range(0, n_bootstrap, chunk):
         size = min(chunk, n_bootstrap - start)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+        weights = bootstrap_weights(n, size, rng)
         diffs.append(
             sign
             * (
