@@ -331,9 +331,15 @@ def _view_query(
 
     wk = ", ".join(_ident(k) for k in keys)
     if source.deduplicated and not exclude_created_after:
-        reduced = (
-            f"""w AS (SELECT {wk}, __ev AS __av, __ev, struct_pack({feat_struct}) AS __v FROM f)"""
-        )
+        # One row per (keys, event time) already: no reduction, and plain columns (no struct)
+        # through the ASOF join's sort, which keeps it lighter.
+        plain = ", ".join(f"w.{_ident(c)} AS {_ident(c)}" for c in feats)
+        return f"""
+        WITH {entity_cte}, {feature_cte}
+        SELECT e.{ROW}{usep}{plain}
+        FROM e ASOF JOIN (SELECT {wk}, __ev{fsep}{", ".join(_ident(c) for c in feats)} FROM f) w
+            ON {key_eq} AND e.{TS} >= w.__ev
+        WHERE TRUE{ttl_check}"""
     elif not exclude_created_after:
         reduced = f"""w AS (
             SELECT {wk}, __ev AS __av, __ev, arg_max(struct_pack({feat_struct}), (__cr, __seq)) AS __v
@@ -478,10 +484,6 @@ def _get_historical_features(
 ) -> pd.DataFrame:
     import time
 
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
     frame = _entity_frame(entity, con)
     n = len(frame)
     out_names: list[str] = []
@@ -504,7 +506,7 @@ def _get_historical_features(
     tag = f"{os.getpid()}_{next(_counter)}"
     entity_name = f"__mallard_entity_{tag}"
     con.register(entity_name, entity_tab)
-    results: dict[str, Any] = {}
+    columns: dict[str, Any] = {}
     stats: list[ViewStats] = []
     try:
         row = con.execute(f"SELECT min({TS}), max({TS}) FROM {entity_name}").fetchone()
@@ -536,40 +538,46 @@ def _get_historical_features(
                     view, source, entity_name, chosen, exclude_created_after, key_types, pushdown
                 )
                 table = con.execute(sql).fetch_arrow_table()
-                if isinstance(table, pa.RecordBatchReader):
-                    table = table.read_all()
+                matched = table.num_rows
             finally:
                 if source.kind == "memory":
                     con.unregister(source.sql)
-            results[view.name + f"#{i}"] = table
+            _scatter_view(table, view, n, full_feature_names, columns)
+            del table
             stats.append(
-                ViewStats(
-                    view.name, chosen, source.kind, table.num_rows, time.perf_counter() - started
-                )
+                ViewStats(view.name, chosen, source.kind, matched, time.perf_counter() - started)
             )
     finally:
         con.unregister(entity_name)
 
-    columns: dict[str, Any] = {}
-    for i, view in enumerate(views):
-        table = results[view.name + f"#{i}"]
-        rows = table.column(ROW).to_numpy()
-        take = None
-        for feat in view.features:
-            name = f"{view.name}__{feat}" if full_feature_names else feat
-            column = table.column(feat)
-            if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-                columns[name] = _scatter_numeric(column, rows, n)
-                continue
-            if take is None:
-                index = np.full(n, -1, dtype=np.int64)
-                index[rows] = np.arange(len(rows), dtype=np.int64)
-                take = pa.array(index, mask=index < 0)
-            columns[name] = _to_series(column.take(take))
-    added = pd.DataFrame(columns, index=frame.index, copy=False)
-    result = pd.concat([frame, added], axis=1, copy=False) if columns else frame.copy(deep=False)
+    # Columns added one by one to a shallow copy: no block consolidation, no copy of the entity.
+    result = frame.copy(deep=False)
+    for name, values in columns.items():
+        result[name] = values
     result.attrs["mallard"] = [s.__dict__ for s in stats]
     return result
+
+
+def _scatter_view(
+    table: Any, view: ViewRead, n: int, full_feature_names: bool, columns: dict[str, Any]
+) -> None:
+    """One view's matched rows spread over all entity rows (nulls where nothing matched)."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows = table.column(ROW).to_numpy()
+    take = None
+    for feat in view.features:
+        name = f"{view.name}__{feat}" if full_feature_names else feat
+        column = table.column(feat)
+        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            columns[name] = _scatter_numeric(column, rows, n)
+            continue
+        if take is None:
+            index = np.full(n, -1, dtype=np.int64)
+            index[rows] = np.arange(len(rows), dtype=np.int64)
+            take = pa.array(index, mask=index < 0)
+        columns[name] = _to_series(column.take(take))
 
 
 def _scatter_numeric(column: Any, rows: Any, n: int) -> Any:

@@ -9,7 +9,8 @@ in ingestion order across writes and is the last tie-break of the point-in-time 
 
 Beside it, at `projection_path(table_path)`, lives the *latest projection*: the same rows
 deduplicated on (join keys, event_timestamp), keeping only the contract's winner (latest
-created_timestamp, then latest `_ingested_seq`), partitioned by the event date. Reads that do not
+created_timestamp, then latest `_ingested_seq`), partitioned by the event date (`_event_date`),
+with the winner's created_timestamp and `_ingested_seq` kept (online materialization needs them). Reads that do not
 exclude late-created rows use it to skip the tie-break; its last commit records the version of
 the main table it reflects, and a read falls back to the main table when the two disagree
 (after a crash between the two commits), so every read meets the contract.
@@ -495,6 +496,12 @@ def _as_day(value: Any) -> dt.date:
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC).date()
 
 
+def _projection_columns(proj: str, storage_options: dict | None) -> list[str]:
+    from deltalake import DeltaTable
+
+    return [f.name for f in DeltaTable(proj, storage_options=storage_options).schema().fields]
+
+
 def _projection_source_version(proj: str, storage_options: dict | None) -> int | None:
     from deltalake import DeltaTable
 
@@ -530,7 +537,7 @@ def _projection_select(
     feats = ", ".join(_ident(f) for f in features)
     sep = ", " if features else ""
     return f"""
-        SELECT {keys}, {EVENT_TS}{sep}{feats},
+        SELECT {keys}, {EVENT_TS}, {CREATED_TS}{sep}{feats}, {SEQ},
                CAST({EVENT_TS} AS DATE) AS {EVENT_DATE}
         FROM delta_scan({_sql_str(path)})
         WHERE {where}
@@ -569,8 +576,11 @@ def _update_projection(
     commit = CommitProperties(custom_metadata={SOURCE_VERSION_KEY: str(version)})
     con = _duck()
     try:
-        incremental = previous_version >= 0 and (
-            _projection_source_version(proj, storage_options) == previous_version
+        incremental = (
+            previous_version >= 0
+            and _projection_source_version(proj, storage_options) == previous_version
+            and _projection_columns(proj, storage_options)
+            == [*join_keys, EVENT_TS, CREATED_TS, *features, SEQ, EVENT_DATE]
         )
         if incremental:
             ranges = _day_ranges(days)

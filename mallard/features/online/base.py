@@ -342,6 +342,22 @@ def prepare_batch(
         ],
     )
     take = pc.take(order.column("i"), idx)
+    # Keep the last row per key in that order (the batch's winner), then order by key: the
+    # store then sees one row per key, and SQLite inserts into its primary-key B-tree in order.
+    if len(take):
+        ranked = pa.table(
+            {
+                **{f"k{j}": pc.take(table.column(k), take) for j, k in enumerate(join_keys)},
+                "pos": pa.array(np.arange(len(take), dtype=np.int64)),
+            }
+        )
+        last = ranked.group_by(
+            [f"k{j}" for j in range(len(join_keys))], use_threads=False
+        ).aggregate([("pos", "max")])
+        by_key = pc.sort_indices(
+            last, sort_keys=[(f"k{j}", "ascending") for j in range(len(join_keys))]
+        )
+        take = pc.take(take, pc.take(last.column("pos_max"), by_key))
 
     def stored(col: Any, typ: str) -> list[Any]:
         col = pc.take(col, take)

@@ -40,12 +40,21 @@ def latest_rows(
 ) -> tuple[Any, int | None]:
     """Per key, the winning row among those ingested after `since_seq` (event time ≤ `until`)."""
     from mallard.features.offline.duck import cursor
+    from mallard.features.offline.store import _projection_columns, valid_projection
 
     owned = con is None
     con = cursor() if con is None else con
     try:
+        projection = valid_projection(table_path) if since_seq is None else None
+        if projection is not None and {CREATED_TS, SEQ} <= set(
+            _projection_columns(projection, None)
+        ):
+            # A full load: the projection holds one winner per (keys, event time), so the
+            # latest row per key is a plain arg-max on the event time, in one scan.
+            return _latest_from_projection(con, projection, join_keys, features, until)
         keys = ", ".join(_ident(k) for k in join_keys)
-        feats = "".join(f", {_ident(f)} := {_ident(f)}" for f in features)
+        on = " AND ".join(f"f.{_ident(k)} = m.{_ident(k)}" for k in join_keys)
+        feats = "".join(f", f.{_ident(f)}" for f in features)
         where = [f"{_ident(k)} IS NOT NULL" for k in join_keys] + [f"{EVENT_TS} IS NOT NULL"]
         params: list[Any] = []
         if since_seq is not None:
@@ -54,19 +63,21 @@ def latest_rows(
         if until is not None:
             where.append(f"{EVENT_TS} <= ?")
             params.append(until)
+        src = f"(SELECT * FROM delta_scan({_sql_str(str(table_path))}) WHERE {' AND '.join(where)})"
+        # Latest event time per key first (a plain aggregate), then the tie-break among the few
+        # rows at that time: much cheaper than an arg-max over a composite ordering.
         sql = f"""
-            SELECT {keys}, w.{EVENT_TS} AS {EVENT_TS}, w.{CREATED_TS} AS {CREATED_TS},
-                   {", ".join(f"w.{_ident(f)} AS {_ident(f)}" for f in features) or "NULL AS __none"},
-                   mx AS __max_seq
-            FROM (
-                SELECT {keys},
-                       arg_max(struct_pack({EVENT_TS} := {EVENT_TS}, {CREATED_TS} := {CREATED_TS}{feats}),
-                               ({EVENT_TS}, coalesce({CREATED_TS}, TIMESTAMPTZ '-infinity'), {SEQ})) AS w,
-                       max(max({SEQ})) OVER () AS mx
-                FROM delta_scan({_sql_str(str(table_path))})
-                WHERE {" AND ".join(where)}
-                GROUP BY {keys})
+            WITH m AS (
+                SELECT {keys}, max({EVENT_TS}) AS __ev, max({SEQ}) AS __seq FROM {src} GROUP BY {keys}),
+            w AS (
+                SELECT {", ".join(f"f.{_ident(k)}" for k in join_keys)}, f.{EVENT_TS}, f.{CREATED_TS}{feats}
+                FROM {src} f JOIN m ON {on} AND f.{EVENT_TS} = m.__ev
+                QUALIFY row_number() OVER (
+                    PARTITION BY {", ".join(f"f.{_ident(k)}" for k in join_keys)}
+                    ORDER BY f.{CREATED_TS} DESC NULLS LAST, f.{SEQ} DESC) = 1)
+            SELECT *, (SELECT max(__seq) FROM m) AS __max_seq FROM w
         """
+        params = params + params
         table = con.execute(sql, params).fetch_arrow_table()
     finally:
         if owned:
@@ -74,6 +85,22 @@ def latest_rows(
     watermark = None
     if table.num_rows:
         watermark = int(table.column("__max_seq")[0].as_py())
+    return table.drop(["__max_seq"]), watermark
+
+
+def _latest_from_projection(
+    con: Any, projection: str, join_keys: Sequence[str], features: Sequence[str], until: Any
+) -> tuple[Any, int | None]:
+    keys = ", ".join(_ident(k) for k in join_keys)
+    packed = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in [EVENT_TS, CREATED_TS, *features])
+    where = "" if until is None else f"WHERE {EVENT_TS} <= ?"
+    sql = f"""
+        SELECT {keys}, w.*, max(__seq) OVER () AS __max_seq FROM (
+            SELECT {keys}, arg_max(struct_pack({packed}), {EVENT_TS}) AS w, max({SEQ}) AS __seq
+            FROM delta_scan({_sql_str(projection)}) {where} GROUP BY {keys})
+    """
+    table = con.execute(sql, [] if until is None else [until]).fetch_arrow_table()
+    watermark = int(table.column("__max_seq")[0].as_py()) if table.num_rows else None
     return table.drop(["__max_seq"]), watermark
 
 
