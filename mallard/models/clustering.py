@@ -17,6 +17,9 @@ class ClusterModel:
     def __init__(self, estimator: Any, x: Any) -> None:
         self.estimator = estimator
         labels = np.asarray(estimator.labels_)
+        # PyCaret fits clusterers on float32 but its pipeline transforms new rows to float64;
+        # scikit-learn's k-means refuses to mix them, so rows are cast back to the fitted dtype.
+        self.dtype_ = np.asarray(x).dtype if np.asarray(x).dtype.kind == "f" else np.float64
         values = np.asarray(x, dtype=float)
         self.clusters_ = np.array(sorted(set(labels.tolist()) - {-1}))
         if len(self.clusters_) == 0:
@@ -30,6 +33,8 @@ class ClusterModel:
 
     def predict(self, x: Any) -> np.ndarray:
         if hasattr(self.estimator, "predict"):
+            if hasattr(x, "astype"):
+                x = x.astype(self.dtype_)
             return np.asarray(self.estimator.predict(x))
         values = np.asarray(x, dtype=float)
         distances = ((values[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
