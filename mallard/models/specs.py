@@ -107,6 +107,7 @@ class Preprocessing:
     categorical_imputation: str = "mode"
     normalize: bool = False
     normalize_method: Literal["zscore", "minmax", "maxabs", "robust"] = "zscore"
+    transformation: bool = False  # Yeo-Johnson power transform (tames heavy tails)
     fix_imbalance: bool = False
     remove_multicollinearity: float | None = None
     max_encoding_ohe: int = 25
@@ -147,6 +148,7 @@ class Preprocessing:
             "normalize": self.normalize,
             "normalize_method": self.normalize_method,
             "max_encoding_ohe": self.max_encoding_ohe,
+            "transformation": self.transformation,
         }
         if self.remove_multicollinearity is not None:
             kwargs["remove_multicollinearity"] = True
