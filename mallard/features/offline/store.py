@@ -582,19 +582,18 @@ def _update_projection(
             and _projection_columns(proj, storage_options)
             == [*join_keys, EVENT_TS, CREATED_TS, *features, SEQ, EVENT_DATE]
         )
+        if not incremental:
+            # A full rebuild: every event day of the table.
+            days = {
+                row[0]
+                for row in con.execute(
+                    f"SELECT DISTINCT CAST({EVENT_TS} AS DATE) FROM delta_scan({_sql_str(path)}) "
+                    f"WHERE {EVENT_TS} IS NOT NULL"
+                ).fetchall()
+            }
+        ranges = _day_ranges(days)
+        stream = _projection_stream(con, path, join_keys, features, ranges)
         if incremental:
-            ranges = _day_ranges(days)
-            where = (
-                " OR ".join(
-                    f"({EVENT_TS} >= TIMESTAMPTZ '{a.isoformat()} 00:00:00+00' AND "
-                    f"{EVENT_TS} < TIMESTAMPTZ '{b.isoformat()} 00:00:00+00')"
-                    for a, b in ranges
-                )
-                or "FALSE"
-            )
-            rows = con.execute(
-                _projection_select(path, join_keys, features, where)
-            ).fetch_arrow_table()
             predicate = (
                 " OR ".join(
                     f"({EVENT_DATE} >= '{a.isoformat()}' AND {EVENT_DATE} < '{b.isoformat()}')"
@@ -604,21 +603,17 @@ def _update_projection(
             )
             write_deltalake(
                 proj,
-                _as_reader(rows),
+                stream,
                 partition_by=[EVENT_DATE],
                 mode="overwrite",
                 predicate=predicate,
                 commit_properties=commit,
                 storage_options=storage_options,
-                schema_mode=None,
             )
         else:
-            rows = con.execute(
-                _projection_select(path, join_keys, features, "TRUE")
-            ).fetch_arrow_table()
             write_deltalake(
                 proj,
-                _as_reader(rows),
+                stream,
                 partition_by=[EVENT_DATE],
                 mode="overwrite",
                 commit_properties=commit,
@@ -630,22 +625,46 @@ def _update_projection(
     return DeltaTable(proj, storage_options=storage_options).version()
 
 
-def _as_reader(rows: Any) -> pa.RecordBatchReader:
+def _projection_stream(
+    con: Any,
+    path: str,
+    join_keys: Sequence[str],
+    features: Sequence[str],
+    ranges: list[tuple[dt.date, dt.date]],
+) -> pa.RecordBatchReader:
+    """The projection's rows for the given event days, one day at a time (bounded memory)."""
     import pyarrow as pa
 
-    if isinstance(rows, pa.RecordBatchReader):
-        return rows
-    if not isinstance(rows, pa.Table):
-        rows = pa.table(rows)
-    # DuckDB exports TIMESTAMPTZ with the session zone (UTC here); keep the table's exact type.
+    days = [a + dt.timedelta(days=i) for a, b in ranges for i in range((b - a).days)]
+    first = _projection_select(path, join_keys, features, "FALSE")
+    schema = _utc_schema(con.execute(first).fetch_record_batch().schema)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for day in days:
+            where = (
+                f"{EVENT_TS} >= TIMESTAMPTZ '{day.isoformat()} 00:00:00+00' AND "
+                f"{EVENT_TS} < TIMESTAMPTZ '{(day + dt.timedelta(days=1)).isoformat()} 00:00:00+00'"
+            )
+            reader = con.execute(
+                _projection_select(path, join_keys, features, where)
+            ).fetch_record_batch(100_000)
+            for batch in reader:
+                yield batch.cast(schema) if batch.schema != schema else batch
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _utc_schema(schema: pa.Schema) -> pa.Schema:
+    import pyarrow as pa
+
     fields = []
-    for field in rows.schema:
+    for field in schema:
         if pa.types.is_timestamp(field.type):
             field = pa.field(field.name, pa.timestamp("us", tz="UTC"))
         elif pa.types.is_large_string(field.type):
             field = pa.field(field.name, pa.string())
         fields.append(field)
-    return rows.cast(pa.schema(fields)).to_reader()
+    return pa.schema(fields)
 
 
 def rebuild_projection(
