@@ -19,6 +19,15 @@ from pathlib import Path
 STARTED = time.perf_counter()
 
 
+def peak_rss_mb() -> float:
+    """Peak RSS since exec (VmHWM); ru_maxrss would include the parent's at fork."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repo", required=True)
@@ -91,7 +100,7 @@ def main() -> None:
             {
                 "seconds": seconds,
                 "process_seconds": time.perf_counter() - STARTED,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
                 "rows": len(frame),
                 "feast": __import__("feast").__version__,
             }
