@@ -78,7 +78,7 @@ class Sample:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Grade:
     score: float
     passed: bool
@@ -93,7 +93,7 @@ class Grade:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Grade:
