@@ -121,8 +121,8 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         name=f"{name}_drift",
-        description=f"Evidently data drift of each day's {name} inputs against the champion's "
-        "training rows (sampled), with the HTML report and the drift-share trend.",
+        description=f"Evidently data drift of each day's {name} inputs against the rows the champion "
+        "was evaluated on (sampled), with the HTML report and the drift-share trend.",
         deps=[predictions.key],
         check_specs=[dg.AssetCheckSpec("drift_share_below_threshold", asset=f"{name}_drift")],
         kinds={"evidently"},
@@ -137,11 +137,11 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         from mallard.monitoring import predictions as log
         from mallard.monitoring import results
         from mallard.monitoring.drift import DriftInputError, drift_report, report_path
-        from mallard.monitoring.scoring import training_reference
+        from mallard.monitoring.scoring import reference_rows
 
         settings = lake.settings()
         champion = load_version(settings, name, resolve_version(settings, name))
-        reference = training_reference(settings, champion)
+        reference = reference_rows(settings, champion)
         numerical = [f for f in features if f not in champion.categorical]
         latest = None
         for day in partition_days(context):

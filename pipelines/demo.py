@@ -1,26 +1,54 @@
-"""`make demo`: generate the sample world, materialize every asset, print where to look.
+"""`make demo`: generate the sample world, run every asset end to end, print where to look.
 
-Runs on the persistent embedded instance (DAGSTER_HOME under MALLARD_HOME), so `make dev`
-shows the runs afterwards.
+The demo tells the retraining story on the persistent embedded instance (DAGSTER_HOME under
+MALLARD_HOME), so `make dev` shows every run afterwards:
+
+1. "Today" is day 59 of the sample world: sources are checked, features backfilled, the online
+   store loaded, training sets built and every model trained, evaluated and promoted.
+2. The days after it pass in chunks: each chunk backfills features, scores the days with the
+   champion, reports drift, joins the labels that have arrived, and ticks the retraining sensor
+   and the post-promotion guard. A sensor's run request runs at once, with its reason in tags.
+3. The LLM side: prompt versions, the support-assistant chain, offline evals.
+
+Backfills are single runs and everything runs in this one process, so heavy libraries are
+imported once.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import time
+from dataclasses import dataclass, field
 
-from mallard.config import load_settings
+from mallard.config import Settings, load_settings
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+FIRST_TODAY = 59  # the day the first models are trained on (the shift starts on day 60)
+CHUNK_DAYS = 10
 
 
-def run_demo(
-    end_date: dt.date | None = None, scale: float | None = None, regenerate: bool = True
-) -> dict:
-    """Generate the world (unless asked not to) and run the `demo` job; return a summary."""
+@dataclass
+class DemoRun:
+    """What the demo did: runs, materialized assets and the story's events."""
+
+    settings: Settings
+    runs: list[tuple[str, str, bool, float]] = field(default_factory=list)
+    materialized: set[str] = field(default_factory=set)
+    story: list[str] = field(default_factory=list)
+    world: object | None = None
+    llm: dict[str, object] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def success(self) -> bool:
+        return all(ok for _, _, ok, _ in self.runs)
+
+
+def _configure(end_date: dt.date | None, scale: float | None) -> Settings:
     overrides: dict[str, object] = {}
     if end_date is not None:
         overrides["end_date"] = end_date
@@ -29,24 +57,30 @@ def run_demo(
     settings = load_settings(**overrides).ensure_home()
     os.environ["MALLARD_HOME"] = str(settings.home)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    for key, value in (("MALLARD_END_DATE", settings.end_date), ("MALLARD_SAMPLE_SCALE", scale)):
-        if value is not None:
-            os.environ[key] = str(value)
+    os.environ["MALLARD_END_DATE"] = settings.sample_end_date.isoformat()
+    if scale is not None:
+        os.environ["MALLARD_SAMPLE_SCALE"] = str(scale)
+    return settings
+
+
+def run_demo(
+    end_date: dt.date | None = None, scale: float | None = None, regenerate: bool = True
+) -> DemoRun:
+    """Generate the world (unless asked not to), then run the story; return what happened."""
+    settings = _configure(end_date, scale)
+    demo = DemoRun(settings)
+    started = time.perf_counter()
 
     from mallard.sample_world.generate import WorldSpec, generate_world
 
-    started = time.perf_counter()
     spec = WorldSpec(
-        end_date=settings.sample_end_date,
-        seed=settings.seed,
-        customers=settings.sample_customers,
+        end_date=settings.sample_end_date, seed=settings.seed, customers=settings.sample_customers
     )
-    world = None
     if regenerate or not (settings.sample_dir / "world.json").exists():
         print(
             f"[demo] generating the sample world: {spec.customers:,} customers, {spec.days} days ending {spec.end_date}"
         )
-        world = generate_world(
+        demo.world = generate_world(
             spec, settings.sample_dir, progress=lambda m: print(f"[demo]   … {m}")
         )
 
@@ -54,75 +88,184 @@ def run_demo(
 
     from pipelines.definitions import defs
 
-    print("[demo] materializing every asset on the embedded instance")
-    runs: list[tuple[str, str, bool]] = []
-    materialized: set[str] = set()
-    first, last = settings.sample_start_date.isoformat(), settings.sample_end_date.isoformat()
-    steps = [
-        ("ingest_sources", {}),
-        ("build_features", {RANGE_START: first, RANGE_END: last}),
-        ("load_online_store", {}),
-        ("build_training_sets", {}),
-    ]
+    def day(n: int) -> dt.date:
+        return spec.start_date + dt.timedelta(days=n)
+
     with dg.DagsterInstance.get() as instance:
-        for job_name, tags in steps:
-            step_started = time.perf_counter()
-            print(
-                f"[demo] job {job_name} {'(partitions ' + first + ' … ' + last + ', one run)' if tags else ''}"
-            )
+
+        def run(
+            job_name: str,
+            first: int | None = None,
+            last: int | None = None,
+            tags: dict | None = None,
+        ) -> bool:
+            tags = dict(tags or {})
+            label = job_name
+            if first is not None and last is not None:
+                tags |= {RANGE_START: day(first).isoformat(), RANGE_END: day(last).isoformat()}
+                label += f" days {first}–{last} ({day(first)} … {day(last)})"
+            step = time.perf_counter()
             result = defs.resolve_job_def(job_name).execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False
             )
-            runs.append((job_name, result.run_id, result.success))
-            materialized.update(
+            seconds = time.perf_counter() - step
+            demo.runs.append((job_name, result.run_id, result.success, seconds))
+            demo.materialized.update(
                 e.asset_key.to_user_string()
                 for e in result.get_asset_materialization_events()
                 if e.asset_key
             )
-            print(
-                f"[demo]   {'ok' if result.success else 'FAILED'} in {time.perf_counter() - step_started:.1f} s"
+            print(f"[demo] {'ok    ' if result.success else 'FAILED'} {label} in {seconds:.1f} s")
+            return result.success
+
+        steps_ok = (
+            run("ingest_sources")
+            and run("build_features", 0, FIRST_TODAY)
+            and run("load_online_store")
+            and run("build_training_sets")
+            and run("train_models")
+        )
+        if steps_ok:
+            demo.story.append(
+                f"day {FIRST_TODAY} ({day(FIRST_TODAY)}): models trained and promoted"
             )
-            if not result.success:
-                break
-    elapsed = time.perf_counter() - started
-    return {
-        "success": all(ok for _, _, ok in runs) and len(runs) == len(steps),
-        "runs": runs,
-        "materialized": sorted(materialized),
-        "world": world,
-        "settings": settings,
-        "seconds": elapsed,
+            steps_ok = _move_through_days(demo, defs, instance, run, day, spec.days)
+        if steps_ok:
+            run("load_online_store")
+            for job in ("llm_prompts", "llm_evals"):
+                if _has_job(defs, job):
+                    run(job)
+        demo.llm = _latest_metadata(instance, "support_assistant_demo")
+    demo.seconds = time.perf_counter() - started
+    return demo
+
+
+def _latest_metadata(instance, asset: str) -> dict[str, object]:
+    """The metadata of an asset's latest materialization, as plain values."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+
+
+def _has_job(defs, name: str) -> bool:
+    try:
+        defs.resolve_job_def(name)
+    except Exception:
+        return False
+    return True
+
+
+def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bool:
+    """Chunks of days after the first training: features, monitoring, outcomes, sensor ticks."""
+    import dagster as dg
+
+    from catalog.monitoring import MONITORED
+
+    sensors = {
+        name: defs.resolve_sensor_def(name)
+        for name in ("retrain_on_drift_or_decay", "post_promotion_guard")
     }
+    cursors: dict[str, str | None] = dict.fromkeys(sensors)
+    for first in range(FIRST_TODAY + 1, days, CHUNK_DAYS):
+        last = min(first + CHUNK_DAYS - 1, days - 1)
+        if not run("build_features", first, last):
+            return False
+        for mon in MONITORED:
+            if not run(f"monitor_{mon.model}", first, last):
+                return False
+            known_first = max(FIRST_TODAY + 1, first - mon.label_delay_days)
+            known_last = last - mon.label_delay_days
+            if known_last >= known_first and not run(
+                f"collect_outcomes_{mon.model}", known_first, known_last
+            ):
+                return False
+        for name, sensor in sensors.items():
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursors[name], definitions=defs, resources=defs.resources
+            )
+            result = sensor.evaluate_tick(context)
+            cursors[name] = result.cursor
+            if (
+                name == "post_promotion_guard"
+                and result.skip_message
+                and "CI [" in result.skip_message
+            ):
+                demo.story.append(f"day {last} ({day(last)}): guard — {result.skip_message}")
+            for request in result.run_requests or []:
+                tags = dict(request.tags)
+                demo.story.append(
+                    f"day {last} ({day(last)}): sensor requested {request.job_name} — {tags.get('mallard/reason')}"
+                )
+                if not run(request.job_name, tags=tags):
+                    return False
+                demo.story.append(
+                    f"day {last} ({day(last)}): {_decision(demo.settings, tags.get('mallard/retrain'))}"
+                )
+    return True
 
 
-def _print_summary(summary: dict) -> None:
-    settings = summary["settings"]
+def _decision(settings: Settings, model: str | None) -> str:
+    """The latest recorded champion decision of a model, as one line."""
+    from mallard.models.registry import client
+
+    if not model:
+        return "no decision"
+    tag = client(settings).get_registered_model(model).tags.get("mallard.last_decision")
+    if not tag:
+        return "no decision recorded"
+    decision = json.loads(tag)
+    return f"{model} {decision['action']} v{decision['version']}: {decision['reason']}"
+
+
+def print_summary(demo: DemoRun) -> None:
+    settings = demo.settings
     print()
-    print("Mallard demo — done" if summary["success"] else "Mallard demo — FAILED")
-    for job_name, run_id, ok in summary["runs"]:
-        print(f"  run {job_name:16} {run_id} {'ok' if ok else 'FAILED'}")
-    print(f"  assets built    {len(summary['materialized'])}: {', '.join(summary['materialized'])}")
-    if summary["world"] is not None:
-        rows = summary["world"].rows
+    print("Mallard demo — done" if demo.success else "Mallard demo — FAILED")
+    print(f"  runs            {len(demo.runs)} ({sum(1 for r in demo.runs if not r[2])} failed)")
+    print(f"  assets built    {len(demo.materialized)}: {', '.join(sorted(demo.materialized))}")
+    if demo.world is not None:
+        rows = demo.world.rows  # type: ignore[attr-defined]
         print(
             f"  sample world    {settings.sample_dir} ({rows['customers']:,} customers, "
             f"{rows['usage_events']:,} usage events, {rows['traces']:,} traces)"
         )
+    if demo.story:
+        print("  the story:")
+        for line in demo.story:
+            print(f"    - {line}")
+    if demo.llm:
+        llm = demo.llm
+        print(
+            f"  support chain   {llm.get('ok')}/{llm.get('items')} questions answered, "
+            f"{llm.get('prompt_tokens')} prompt + {llm.get('completion_tokens')} completion tokens, "
+            f"cost ${float(llm.get('cost_usd') or 0):.4f}, answer latency p50 "
+            f"{float(llm.get('answer_latency_p50_ms') or 0):.0f} ms"
+        )
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
-    print("  next            make dev   → open http://127.0.0.1:3000 (Assets → sources)")
-    print(f"  run time        {summary['seconds']:.1f} s (after installation)")
+    print(f"  reports         {settings.reports_dir}")
+    print(
+        "  next            make dev     → http://127.0.0.1:3000 (Assets: sources, features, training, monitoring)"
+    )
+    print("                  make mlflow  → http://127.0.0.1:5000 (runs and the champion alias)")
+    print("                  uv run mallard alerts list")
+    print(f"  run time        {demo.seconds:.1f} s (after installation)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--scale", type=float, default=None)
     parser.add_argument("--keep-data", action="store_true", help="reuse an existing sample world")
     args = parser.parse_args()
-    summary = run_demo(args.end_date, args.scale, regenerate=not args.keep_data)
-    _print_summary(summary)
-    raise SystemExit(0 if summary["success"] else 1)
+    demo = run_demo(args.end_date, args.scale, regenerate=not args.keep_data)
+    print_summary(demo)
+    raise SystemExit(0 if demo.success else 1)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,6 @@ def _model_assets(model: str) -> list[str]:
     return [f"{model}_{stage}" for stage in MODEL_STAGES]
 
 
-train_models = dg.define_asset_job(
-    "train_models",
-    selection=dg.AssetSelection.assets(*[a for spec in MODELS for a in _model_assets(spec.name)]),
-    description="Train, evaluate, promote and explain every declared model.",
-)
-
 RETRAIN_JOBS = [
     dg.define_asset_job(
         f"retrain_{spec.name}",
@@ -85,7 +79,6 @@ JOBS = [
     build_features,
     load_online_store,
     build_training_sets,
-    train_models,
     *RETRAIN_JOBS,
     *MONITOR_JOBS,
     *OUTCOME_JOBS,

@@ -22,8 +22,8 @@ def active_entities(
     registry: FeatureRegistry, settings: Settings, view_name: str, day: dt.date
 ) -> pd.DataFrame:
     """Entities with a row of `view_name` as of the start of `day` (its previous partition)."""
+    from mallard.features.offline.duck import cursor
     from mallard.features.versions import register_version
-    from mallard.lake import connect
 
     view = registry.views[view_name]
     version = register_version(settings, view)
@@ -33,8 +33,7 @@ def active_entities(
         import pandas as pd
 
         return pd.DataFrame(columns=[*view.join_keys, "event_timestamp"])
-    con = connect(extensions=("delta",))
-    con.execute("SET TimeZone = 'UTC'")
+    con = cursor()
     try:
         frame = con.execute(
             f"SELECT DISTINCT {keys} FROM delta_scan('{version.table_path}') "
@@ -84,10 +83,15 @@ def predict(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | N
     return prediction, scores
 
 
-def training_reference(
+def reference_rows(
     settings: Settings, model: Any, limit: int = 20_000, seed: int = 0
 ) -> pd.DataFrame:
-    """The rows the model was trained on (its training-set version and training days), sampled."""
+    """The drift reference: the held-out rows the champion was judged on, sampled.
+
+    The held-out slice is the most recent data before the model went live, from the training-set
+    version it was trained with; early training rows can carry start-up effects (30-day windows
+    with less than 30 days of history) that would read as drift.
+    """
     import pandas as pd
 
     from mallard.features.training import read_training_set
@@ -102,8 +106,8 @@ def training_reference(
         settings, tags.get("mallard.training_set", params.get("training_set", "")), version
     )
     days = frame["event_timestamp"].dt.date
-    first = params.get("train_first_day")
-    last = params.get("train_last_day")
+    first = params.get("holdout_first_day")
+    last = params.get("holdout_last_day")
     if first and last:
         frame = frame[(days >= pd.Timestamp(first).date()) & (days <= pd.Timestamp(last).date())]
     if len(frame) > limit:
