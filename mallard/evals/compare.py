@@ -222,7 +222,7 @@ def run_pairwise(
         Sample.from_item(snapshot.item(i), second[i]["answer"], other_output=first[i]["answer"])
         for i in common
     ]
-    bar = (progress or no_progress)(f"pairwise {judge.name}", len(samples))
+    bar = (progress or no_progress)(f"judge {judge.name}", len(samples))
     try:
         grades, keys = grade_samples(judge, samples, ctx, cache, bar)
     finally:
