@@ -6,6 +6,8 @@ Prompt versions become partitions (`v1`, `v2`, …) through the `prompt_version_
 or `add_prompt_version_partitions(instance)` for drivers that run jobs in process.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from catalog.evals import CATALOG, DATASETS, EVALS
@@ -410,7 +412,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         finally:
             client.close()
         context.log.info(str(decision))
-        metadata = {
+        metadata: dict[str, Any] = {
             "verdict": decision.verdict,
             "candidate_version": decision.candidate_version,
             f"{gate.label}_before": before if before is not None else "none",

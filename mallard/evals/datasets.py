@@ -381,7 +381,7 @@ def read_items(spec: EvalDataset, path: Path | str | None = None) -> list[dict[s
             value = record.get(spec.score_field)
             if not _is_missing(value):
                 try:
-                    if isinstance(value, bool):
+                    if isinstance(value, bool) or value is None:
                         raise ValueError
                     score = float(value)
                     if math.isnan(score) or math.isinf(score):

@@ -450,7 +450,9 @@ STOPWORDS = frozenset(
 
 def content_tokens(text: str) -> list[str]:
     """Lower-case words and numbers of a text, without stop words and one-letter tokens."""
-    return [t for t in _TOKEN.findall(_fold(text)) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
+    return [
+        t for t in _TOKEN.findall(_fold(text)) if t not in STOPWORDS and (len(t) > 1 or t.isdigit())
+    ]
 
 
 @lru_cache(maxsize=4096)
