@@ -459,6 +459,28 @@ def add_prompt_version_partitions(
     return added
 
 
+def demo_eval_runs(instance: dg.DagsterInstance, settings=None) -> list[tuple[str, dict[str, str]]]:
+    """For drivers that run jobs in process (the demo), after prompt_versions: adds the prompt-
+    version partitions and returns (job name, run tags) in order: import the datasets, calibrate
+    the judges, evaluate the live and the staging version of each gated eval's prompt, run the gate."""
+    from mallard.llm.prompts import PromptRegistry
+
+    add_prompt_version_partitions(instance, settings)
+    registry = PromptRegistry.default(settings)
+    runs: list[tuple[str, dict[str, str]]] = [
+        ("import_eval_datasets", {}),
+        ("calibrate_judges", {}),
+    ]
+    for ev in EVALS:
+        labels = registry.labels(ev.prompt)
+        wanted = [ev.gate.label, ev.gate.candidate_label] if ev.gate else ["live"]
+        versions = list(dict.fromkeys(labels[label] for label in wanted if label in labels))
+        runs += [(f"offline_eval_{ev.name}", {"dagster/partition": f"v{v}"}) for v in versions]
+    if any(ev.gate for ev in EVALS):
+        runs.append(("promote_prompt", {}))
+    return runs
+
+
 def build_jobs() -> list:
     jobs = [
         dg.define_asset_job(

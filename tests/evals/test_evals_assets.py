@@ -108,7 +108,6 @@ def test_eval_partitions_and_gate_refusal(settings, instance, monkeypatch):
         )
         datasets = [a for a in module.EVAL_ASSETS if a.key.path[0] == "eval_datasets"]
         dg.materialize(datasets, instance=instance, resources=resources)
-        (offline,) = [a for a in module.EVAL_ASSETS if a.key.path[0] == "offline_evals"]
         config = {
             "ops": {
                 "offline_evals__support_assistant": {
@@ -119,14 +118,18 @@ def test_eval_partitions_and_gate_refusal(settings, instance, monkeypatch):
                 }
             }
         }
-        for key in ("v1", "v2"):
-            result = dg.materialize(
-                [offline],
-                instance=instance,
-                resources=resources,
-                partition_key=key,
-                run_config=config,
-                selection=[offline.key],
+        defs = defs_for(settings)
+        steps = module.demo_eval_runs(instance, settings)
+        assert steps == [
+            ("import_eval_datasets", {}),
+            ("calibrate_judges", {}),
+            ("offline_eval_support_assistant", {"dagster/partition": "v1"}),
+            ("offline_eval_support_assistant", {"dagster/partition": "v2"}),
+            ("promote_prompt", {}),
+        ]
+        for job, tags in steps[2:4]:  # as the demo runs them: the partition in the run tags
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, tags=tags, run_config=config
             )
             assert result.success
         materialization = result.get_asset_materialization_events()[
