@@ -287,7 +287,9 @@ def test_multiple_views_with_compound_keys_match_reference(
     ttl=ttls,
     exclude=st.booleans(),
 )
-def test_delta_tables_and_projection_match_reference(con, tmp_path, batches, entities, ttl, exclude):
+def test_delta_tables_and_projection_match_reference(
+    con, tmp_path, batches, entities, ttl, exclude
+):
     """Rows written through the writer (several partitions, one rewritten) read the same,
     from the main table and from the latest projection, with each plan (one world per example
     serves every plan: the writes are the slow part)."""

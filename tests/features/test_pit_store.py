@@ -289,3 +289,28 @@ def test_entity_rows_from_sql_and_typed_outputs(home):
             pd.DataFrame({"customer_id": [1], "event_timestamp": [t0]}), [view, view], con=con
         )
     con.close()
+
+
+def test_backfill_writes_keep_the_projection_exact(home):
+    from mallard.features.offline.store import write_view_partitions
+
+    path = home / "spend"
+    write_view_partitions(
+        path,
+        {DAY1: rows(DAY1, [1.0, 2.0]), DAY2: rows(DAY2, [3.0, 4.0])},
+        join_keys=["customer_id"],
+    )
+    # Rewrite DAY1 with rows whose events fall on DAY2 (a partition is not an event day).
+    moved = rows(DAY2, [5.0, 6.0], created=[at(DAY2, 12)] * 2)
+    write_view_partitions(path, {DAY1: moved}, join_keys=["customer_id"])
+    assert valid_projection(path) is not None
+    entity = pd.concat([entity_at(at(DAY1, 12), keys=[1, 2]), entity_at(at(DAY2, 13), keys=[1, 2])])
+
+    def values(frame: pd.DataFrame) -> list[float | None]:
+        return [None if pd.isna(v) else v for v in frame["spend"]]
+
+    for plan in PLANS:
+        main = values(read(path, entity, plan=plan, use_projection=False))
+        fast = values(read(path, entity, plan=plan, use_projection=True))
+        # DAY1's original rows are gone; on DAY2 the later-created moved rows win the tie.
+        assert main == fast == [None, None, 5.0, 6.0]

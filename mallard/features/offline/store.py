@@ -304,7 +304,6 @@ def write_view_partition(
         counters = {"rejected": 0, "written": 0, "dates": set()}
 
         def batches() -> Iterator[pa.RecordBatch]:
-            import pyarrow.compute as pc
 
             next_seq = write_no << SEQ_SHIFT
             for batch in reader:
@@ -313,10 +312,7 @@ def write_view_partition(
                 counters["written"] += out.num_rows
                 next_seq += out.num_rows
                 if out.num_rows:
-                    days = pc.unique(
-                        out.column(EVENT_TS).cast(pa.timestamp("us")).cast(pa.date32())
-                    )
-                    counters["dates"].update(days.to_pylist())
+                    counters["dates"].update(_event_days(out))
                     yield out
 
         commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
@@ -408,7 +404,15 @@ def write_view_partitions(
                 )
             schema = existing
         write_no = (_last_write_no(table, path) if table is not None else 0) + 1
-        counters = {"rejected": 0, "written": 0}
+        previous_version = table.version() if table is not None else -1
+        old_days: set[dt.date] | None = set()
+        if table is not None:
+            try:
+                for day in readers:
+                    old_days |= _partition_event_days(table, day)  # type: ignore[operator]
+            except _UnknownDays:
+                old_days = None
+        counters: dict[str, Any] = {"rejected": 0, "written": 0, "dates": set()}
 
         def batches() -> Iterator[pa.RecordBatch]:
             next_seq = write_no << SEQ_SHIFT
@@ -419,6 +423,7 @@ def write_view_partitions(
                     counters["written"] += out.num_rows
                     next_seq += out.num_rows
                     if out.num_rows:
+                        counters["dates"].update(_event_days(out))
                         yield out
 
         commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
@@ -434,8 +439,14 @@ def write_view_partitions(
             storage_options=storage_options,
         )
         version = DeltaTable(path, storage_options=storage_options).version()
+        # Only the event days these partitions held or hold now (a full rebuild if unknown).
         projection_version = _update_projection(
-            path, join_keys, version, -1, set(), storage_options
+            path,
+            join_keys,
+            version,
+            previous_version if old_days is not None else -1,
+            counters["dates"] | (old_days or set()),
+            storage_options,
         )
     return WriteResult(
         table_path=path,
@@ -447,6 +458,14 @@ def write_view_partitions(
         projection_version=projection_version,
         seconds=time.perf_counter() - started,
     )
+
+
+def _event_days(batch: pa.RecordBatch) -> list[dt.date]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = batch.column(EVENT_TS).cast(pa.timestamp("us")).cast(pa.date32())
+    return pc.unique(column).to_pylist()
 
 
 def _partition_event_days(table: Any, partition_date: dt.date) -> set[dt.date]:
