@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mallard.models import gate
@@ -25,6 +26,8 @@ from mallard.models.specs import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mallard.features.specs import FeatureRegistry, TrainingSetSpec
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ def null_and_shift(
     shift_trials: int = 20,
     horizon_days: int = 14,
     holdout_days: int = 21,
+    null_options: dict[str, Any] | None = None,
+    shift_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> tuple[TrialSummary, TrialSummary]:
     """Both experiments on one training set.
@@ -217,7 +222,8 @@ def null_and_shift(
     Null: both models train on every label day before the held-out slice. Shift: the champion
     trains on label days whose outcome window ends before `shift_day` (day < shift − horizon),
     the candidate on label days from `shift_day` to just before the held-out slice (the last
-    `holdout_days` of label time, all after the shift).
+    `holdout_days` of label time, all after the shift). `null_options`/`shift_options`
+    override `options` (passed to `run_trials`) for one experiment.
     """
     days = label_days(frame)
     last = days[-1]
@@ -237,7 +243,7 @@ def null_and_shift(
         champion_days=before_holdout,
         candidate_days=before_holdout,
         holdout_days=holdout,
-        **options,
+        **{**options, **(null_options or {})},
     )
     shift = run_trials(
         "shift",
@@ -249,6 +255,52 @@ def null_and_shift(
         champion_days=(days[0], shift_day - dt.timedelta(days=horizon_days + 1)),
         candidate_days=(shift_day, holdout[0] - dt.timedelta(days=1)),
         holdout_days=holdout,
-        **options,
+        **{**options, **(shift_options or {})},
     )
     return null, shift
+
+
+def build_sample_training_set(
+    home: Path,
+    customers: int,
+    end_date: dt.date,
+    registry: FeatureRegistry,
+    training_set: TrainingSetSpec,
+    seed: int = 7,
+) -> tuple[pd.DataFrame, dt.date]:
+    """Generate a sample world under `home` and build a training set of it, quickly.
+
+    Feature views are computed only for the days the label rows read (the day before each
+    label day of an `every_n_days` training set), which is all the training set needs.
+    Returns the frame and the day of the world's shift.
+    """
+    from mallard.config import load_settings
+    from mallard.features.compute import compute_partition
+    from mallard.features.offline.store import write_view_partition
+    from mallard.features.training import build_training_set, write_training_set
+    from mallard.features.versions import register_version
+    from mallard.sample_world.generate import WorldSpec, generate_world
+
+    spec = WorldSpec(end_date=end_date, customers=customers, seed=seed)
+    generate_world(spec, home / "sample")
+    settings = load_settings(home=home)
+    every = training_set.every_n_days
+    days = [spec.start_date + dt.timedelta(days=i) for i in range(spec.days)]
+    reads = [
+        d - dt.timedelta(days=1)
+        for d in days
+        if (d - dt.date(2000, 1, 1)).days % every == 0 and d > spec.start_date
+    ]
+    for view in registry.views.values():
+        version = register_version(settings, view)
+        for day in reads:
+            write_view_partition(
+                version.table_path,
+                compute_partition(view, settings, day),
+                day,
+                join_keys=list(view.join_keys),
+            )
+    as_of = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    frame, versions = build_training_set(training_set, registry, settings, as_of)
+    write_training_set(training_set, frame, versions, settings, as_of)
+    return frame, spec.start_date + dt.timedelta(days=spec.shift_day)

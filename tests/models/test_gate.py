@@ -131,7 +131,12 @@ def test_a_clearly_better_model_is_promoted_with_a_ci_around_the_truth() -> None
 def test_no_champion_promotes_and_low_stability_does_not() -> None:
     assert decide(metric="auc", min_improvement=0, significance=0.05).promote
     low = decide(
-        metric="silhouette", min_improvement=0, significance=0.05, stability=0.2, min_stability=0.5
+        metric="silhouette",
+        min_improvement=0,
+        significance=0.05,
+        stability=0.2,
+        min_stability=0.5,
+        champion_version=1,
     )
     assert not low.promote and "stability" in low.reason
 
