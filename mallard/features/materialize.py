@@ -1,7 +1,8 @@
 """Load the offline store's latest values into the online store, and read them back.
 
-Incremental: each view version keeps a watermark (the newest event time already loaded), so a
-run reads only newer offline rows; the online store's upsert keeps the newest value per key.
+Incremental: each view version keeps a watermark (the highest `_ingested_seq` already loaded, see
+`mallard.features.online.materialize`), so a run reads only rows ingested since, rewritten
+partitions and late corrections included; the online store's upsert keeps the newest value per key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from mallard.config import Settings
 from mallard.features.online import OnlineResult, OnlineStore, ReadRequest, open_online_store
-from mallard.features.specs import FeatureRegistry, FeatureView
+from mallard.features.online.materialize import materialize_view
+from mallard.features.specs import FeatureRegistry
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class MaterializeStats:
     version: str
     rows_read: int
     keys_applied: int
-    watermark: str | None
+    watermark: int | None
     seconds: float
 
 
@@ -41,36 +43,21 @@ def _watermarks_path(settings: Settings, store: OnlineStore) -> str:
     return str(settings.online_store_path.parent / f"watermarks-{store.kind}.json")
 
 
-def _load_watermarks(path: str) -> dict[str, str]:
-    return json.load(open(path)) if os.path.exists(path) else {}
+def _load_watermarks(path: str) -> dict[str, int]:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        marks = json.load(handle)
+    # Anything but a sequence number (an older format) means: reload that view in full.
+    return {label: mark for label, mark in marks.items() if isinstance(mark, int)}
 
 
-def _save_watermarks(path: str, marks: dict[str, str]) -> None:
+def _save_watermarks(path: str, marks: dict[str, int]) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
         json.dump(marks, handle, indent=1)
     os.replace(handle.name, path)
-
-
-def _latest_rows(view: FeatureView, table_path: str, since: str | None):
-    """Per key, the contract's winning row among offline rows newer than the watermark."""
-    from mallard.lake import connect
-
-    keys = ", ".join(f'"{k}"' for k in view.join_keys)
-    features = ", ".join(f'"{f}"' for f in view.feature_names)
-    where = f"WHERE event_timestamp > TIMESTAMPTZ '{since}'" if since else ""
-    con = connect(extensions=("delta",))
-    con.execute("SET TimeZone = 'UTC'")
-    try:
-        return con.execute(
-            f"SELECT {keys}, event_timestamp, created_timestamp, {features} "
-            f"FROM delta_scan('{table_path}') {where} "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} "
-            "ORDER BY event_timestamp DESC, created_timestamp DESC, _ingested_seq DESC) = 1"
-        ).fetch_arrow_table()
-    finally:
-        con.close()
 
 
 def materialize_online(
@@ -98,22 +85,30 @@ def materialize_online(
             continue
         if store.schema(view.name) is None:
             marks.pop(version.label, None)  # the online table is gone: reload everything
-        since = marks.get(version.label)
-        rows = _latest_rows(view, str(version.table_path), since)
-        applied = 0
-        if rows.num_rows:
-            stats = store.write(view.name, list(view.join_keys), view.feature_names, rows)
-            applied = stats.applied
-            newest = max(rows.column("event_timestamp").to_pylist())
-            marks[version.label] = newest.astimezone(dt.UTC).isoformat()
+        loaded = materialize_view(
+            store,
+            view.name,
+            version.table_path,
+            list(view.join_keys),
+            view.feature_names,
+            since_seq=marks.get(version.label),
+        )
+        if loaded.watermark is not None and loaded.watermark != marks.get(version.label):
+            marks[version.label] = loaded.watermark
             _save_watermarks(marks_path, marks)
         seconds = time.perf_counter() - started
         progress(
-            f"{version.label}: {rows.num_rows:,} new rows, {applied:,} keys updated in {seconds:.2f} s"
+            f"{version.label}: {loaded.rows_read:,} new rows, {loaded.keys_applied:,} keys updated "
+            f"in {seconds:.2f} s"
         )
         results.append(
             MaterializeStats(
-                view.name, version.label, rows.num_rows, applied, marks.get(version.label), seconds
+                view.name,
+                version.label,
+                loaded.rows_read,
+                loaded.keys_applied,
+                marks.get(version.label),
+                seconds,
             )
         )
     return results
