@@ -283,6 +283,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         **common,
     )
     def performance(context: dg.AssetExecutionContext, lake: LakeResource):
+        from mallard.models.evaluation import EVALUATION_ARTIFACT
         from mallard.models.loading import load_json_artifact, load_version, resolve_version
         from mallard.monitoring import outcomes as out
         from mallard.monitoring import results
@@ -292,9 +293,10 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         days = partition_days(context)
         frame = out.read_outcomes(settings, name, first_day=days[0], last_day=days[-1])
         champion = load_version(settings, name, resolve_version(settings, name))
-        evaluation = load_json_artifact(settings, champion.run_id, "evaluation.json") or {}
-        baseline = evaluation.get("candidate_metric")
         metric = "auc" if spec.task == "classification" else "mae"
+        # The champion's held-out metric from its own evaluation: the level a drop is measured from.
+        evaluation = load_json_artifact(settings, champion.run_id, EVALUATION_ARTIFACT) or {}
+        baseline = evaluation.get("metrics", {}).get("candidate", {}).get(metric)
         table = daily_metrics(frame, spec.task) if len(frame) else None
         latest_value = None
         if table is not None:

@@ -57,6 +57,17 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
         assert "minutes_watched" in {
             c.name for c in metadata["dagster/column_schema"].schema.columns
         }
+        # A performance drop is measured from the champion's own held-out AUC: it must be found.
+        performance = instance.get_latest_materialization_event(
+            dg.AssetKey("churn_classifier_performance")
+        ).asset_materialization.metadata
+        assert 0.5 < performance["baseline_auc"].value < 1.0
+        # The prompt gate decided and said why.
+        gate = instance.get_latest_materialization_event(
+            dg.AssetKey(["prompt_promotions", "support_assistant"])
+        ).asset_materialization.metadata
+        assert gate["verdict"].value in {"promoted", "refused"}
+        assert gate["reasons"].value.strip()
 
 
 def _free_port() -> int:
