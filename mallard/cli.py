@@ -98,13 +98,14 @@ def show_settings() -> None:
 
 
 def _register_subcommands() -> None:
+    from mallard.evals.cli import evals
     from mallard.features.cli import features
     from mallard.llm.prompts.cli import prompts
+    from mallard.models.cli import models
     from mallard.monitoring.cli import alerts
 
-    main.add_command(features)
-    main.add_command(alerts)
-    main.add_command(prompts)
+    for group in (features, models, alerts, prompts, evals):
+        main.add_command(group)
 
 
 _register_subcommands()

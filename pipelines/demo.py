@@ -41,6 +41,7 @@ class DemoRun:
     story: list[str] = field(default_factory=list)
     world: object | None = None
     llm: dict[str, object] = field(default_factory=dict)
+    prompt_gate: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -131,31 +132,27 @@ def run_demo(
             )
             steps_ok = _move_through_days(demo, defs, instance, run, day, spec.days)
         if steps_ok:
-            run("load_online_store")
-            for job in ("llm_prompts", "llm_evals"):
-                if _has_job(defs, job):
-                    run(job)
-        demo.llm = _latest_metadata(instance, "support_assistant_demo")
+            steps_ok = run("load_online_store") and run("llm_prompts")
+        if steps_ok:
+            from assets.llm_evals import demo_eval_runs
+
+            for job, tags in demo_eval_runs(instance, settings):
+                if not run(job, tags=tags):
+                    break
+            demo.prompt_gate = _latest_metadata(
+                instance, dg.AssetKey.from_user_string("prompt_promotions/support_assistant")
+            )
+        demo.llm = _latest_metadata(instance, dg.AssetKey("support_assistant_demo"))
     demo.seconds = time.perf_counter() - started
     return demo
 
 
-def _latest_metadata(instance, asset: str) -> dict[str, object]:
+def _latest_metadata(instance, key) -> dict[str, object]:
     """The metadata of an asset's latest materialization, as plain values."""
-    import dagster as dg
-
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    event = instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
         return {}
     return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
-
-
-def _has_job(defs, name: str) -> bool:
-    try:
-        defs.resolve_job_def(name)
-    except Exception:
-        return False
-    return True
 
 
 def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bool:
@@ -244,6 +241,14 @@ def print_summary(demo: DemoRun) -> None:
             f"cost ${float(llm.get('cost_usd') or 0):.4f}, answer latency p50 "
             f"{float(llm.get('answer_latency_p50_ms') or 0):.0f} ms"
         )
+    if demo.prompt_gate:
+        gate = demo.prompt_gate
+        print(
+            f"  prompt gate     {gate.get('verdict')}: candidate v{gate.get('candidate_version')}, "
+            f"live {gate.get('live_before')} → {gate.get('live_after')}"
+        )
+        for reason in str(gate.get("reasons") or "").splitlines()[:4]:
+            print(f"                  {reason}")
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
     print(f"  reports         {settings.reports_dir}")
@@ -251,7 +256,7 @@ def print_summary(demo: DemoRun) -> None:
         "  next            make dev     → http://127.0.0.1:3000 (Assets: sources, features, training, monitoring)"
     )
     print("                  make mlflow  → http://127.0.0.1:5000 (runs and the champion alias)")
-    print("                  uv run mallard alerts list")
+    print("                  uv run mallard alerts list · mallard models list · mallard evals show")
     print(f"  run time        {demo.seconds:.1f} s (after installation)")
 
 
