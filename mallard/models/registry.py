@@ -231,7 +231,7 @@ def rollback(
     if to_version == current_version:
         raise RegistryError(f"model {model!r}: version {to_version} is already the champion")
     text = reason or "manual rollback"
-    return set_champion(
+    decision = set_champion(
         settings,
         c,
         model,
@@ -239,6 +239,16 @@ def rollback(
         action="rollback",
         reason=f"rolled back from v{current_version} to v{to_version}: {text}",
     )
+    # The rolled-back version stays a candidate no longer: its evaluation was against the
+    # champion now restored, so promoting "the candidate" again would undo the rollback.
+    candidate = version_for_alias(c, model, CANDIDATE)
+    if (
+        candidate is not None
+        and current_version is not None
+        and int(candidate.version) == current_version
+    ):
+        c.delete_registered_model_alias(model, CANDIDATE)
+    return decision
 
 
 def describe(settings: Settings, model: str) -> dict[str, Any]:

@@ -25,7 +25,11 @@ class DriftInputError(ValueError):
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """How drift is judged: methods and thresholds per column, sampling, and the alert share."""
+    """How drift is judged: methods and thresholds per column, and sampling.
+
+    The share of drifted features that counts as "drifted" is the retrain policy's
+    (`RetrainPolicy.drift_share`), so the check and the sensor agree.
+    """
 
     sample_size: int | None = 5_000
     num_method: str | None = None  # None: Evidently's choice for the sample size
@@ -34,7 +38,6 @@ class DriftConfig:
     cat_threshold: float | None = None
     per_column_method: dict[str, str] = field(default_factory=dict)
     per_column_threshold: dict[str, float] = field(default_factory=dict)
-    drift_share_alert: float = 0.3
     seed: int = 0
 
 

@@ -15,7 +15,7 @@ class MonitoringSpec:
 
     Each day the champion scores the entities present in `active_view` (and, for
     `shadow_days` after a promotion, the previous champion scores them too); drift compares the
-    day's features with the champion's training rows; outcomes arrive `label_delay_days` later.
+    day's features with the champion's held-out rows (the reference); outcomes arrive `label_delay_days` later.
     """
 
     model: str

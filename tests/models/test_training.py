@@ -64,8 +64,9 @@ def test_train_evaluate_promote_keep_rollback_explain(model_home) -> None:
     from click.testing import CliRunner
 
     from mallard.models.cli import models as models_cli
+    from mallard.models.evaluation import apply_promotion
     from mallard.models.explain import explain_champion, explain_rows
-    from mallard.models.registry import client, rollback
+    from mallard.models.registry import RegistryError, client, rollback
     from mallard.models.training import train_candidate
 
     settings = model_home
@@ -159,6 +160,14 @@ def test_train_evaluate_promote_keep_rollback_explain(model_home) -> None:
     assert "champion=v2" in shown.output and "rollback" in shown.output
     listed = runner.invoke(models_cli, ["list"])
     assert "churn_classifier" in listed.output and "v2" in listed.output
+
+    # Rolling back the version that is also the candidate retires it as the candidate, so
+    # re-applying the promotion cannot undo the rollback.
+    rollback(settings, "churn_classifier", to_version=3)
+    rollback(settings, "churn_classifier", reason="v3 hurt")
+    assert _aliases(settings, "churn_classifier") == {"champion": 2}
+    with pytest.raises(RegistryError, match="has no candidate to promote"):
+        apply_promotion(spec, settings)
 
     # Explanations of the champion, globally and row by row (contributions add up).
     explained = explain_champion(spec, settings, TYPES)
