@@ -212,24 +212,24 @@ def evaluate_candidate(
             )
     elif spec.task == "regression":
         y = holdout[spec.label].to_numpy(dtype=float)
-        predictions = {}
+        predicted: dict[str, np.ndarray] = {}
         for role, model in versions.items():
             with quiet():
-                predictions[role] = np.asarray(
+                predicted[role] = np.asarray(
                     model.pipeline.predict(holdout[model.features]), dtype=float
                 )
             metrics[role] = {
-                m: gate.metric_value(m, y, predictions[role]) for m in ("mae", "rmse", "mse", "r2")
+                m: gate.metric_value(m, y, predicted[role]) for m in ("mae", "rmse", "mse", "r2")
             }
         figures["holdout_residuals"] = plots.residuals(
-            y, predictions["candidate"], out / "holdout_residuals.png"
+            y, predicted["candidate"], out / "holdout_residuals.png"
         )
         if champion is not None:
             bootstrap = gate.paired_bootstrap(
                 spec.metric,
                 y,
-                predictions["candidate"],
-                predictions["champion"],
+                predicted["candidate"],
+                predicted["champion"],
                 n_bootstrap=rule.n_bootstrap,
                 alpha=rule.significance,
                 threshold=rule.min_improvement,
@@ -240,11 +240,11 @@ def evaluate_candidate(
             role: _clustering(model, holdout[model.features], spec.seed)
             for role, model in versions.items()
         }
-        for role, result in results.items():
+        for role, clustered in results.items():
             metrics[role] = {
-                "silhouette": float(result["silhouette"].mean()),
-                "stability": result["stability"],
-                "clusters": float(result["clusters"]),
+                "silhouette": float(clustered["silhouette"].mean()),
+                "stability": clustered["stability"],
+                "clusters": float(clustered["clusters"]),
             }
         stability = results["candidate"]["stability"]
         if champion is not None:
@@ -347,6 +347,8 @@ def apply_promotion(spec: ModelSpec, settings: Settings, *, log=None) -> Decisio
     if candidate_mv is None:
         raise RegistryError(f"model {spec.name!r} has no candidate to promote")
     version = int(candidate_mv.version)
+    if candidate_mv.run_id is None:
+        raise RegistryError(f"model {spec.name!r}: candidate v{version} has no MLflow run")
     evaluation = load_json_artifact(settings, candidate_mv.run_id, EVALUATION_ARTIFACT)
     if evaluation is None:
         raise RegistryError(

@@ -256,6 +256,11 @@ def _recent_rows(
     return data.holdout
 
 
+def _most_common(values: pd.Series) -> Any:
+    """The most common value of a segment's column, None when it has no values."""
+    return values.mode().iat[0] if values.notna().any() else None
+
+
 def _segment_profiles(model: LoadedModel, rows: pd.DataFrame) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
@@ -268,7 +273,7 @@ def _segment_profiles(model: LoadedModel, rows: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("segment")
     profile = grouped[numeric].mean() if numeric else pd.DataFrame(index=grouped.size().index)
     for name in model.categorical:
-        profile[name] = grouped[name].agg(lambda s: s.mode().iat[0] if s.notna().any() else None)
+        profile[name] = grouped[name].agg(_most_common)
     profile.insert(0, "rows", grouped.size())
     profile.insert(1, "share", grouped.size() / len(frame))
     return profile

@@ -79,6 +79,8 @@ def load_version(settings: Settings, name: str, version: int) -> LoadedModel:
 
     c = client(settings)
     mv = get_version(c, name, version)
+    if mv.run_id is None:
+        raise RegistryError(f"model {name!r} version {version} has no MLflow run to load it from")
     inputs = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/model_inputs.json")
     from mallard.models.training import quiet
 

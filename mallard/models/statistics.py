@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mallard.config import Settings
 from mallard.models.data import load_model_data, parse_days
@@ -45,7 +45,8 @@ def describe_features(
     stats: dict[str, dict[str, Any]] = {}
     rows = len(frame)
     for name in numeric:
-        column = frame[name].astype(float)
+        # cast: pandas-stubs types `.astype(float)` as Series[bool]
+        column = cast("pd.Series[float]", frame[name].astype(float))
         finite = column[np.isfinite(column)]
         entry: dict[str, Any] = {
             "type": "numeric",
@@ -114,9 +115,9 @@ def fit_detector(
     if isinstance(imputation, int | float) and not isinstance(imputation, bool):
         fill = dict.fromkeys(numeric, float(imputation))
     elif imputation == "mean":
-        fill = {k: float(v) for k, v in values.mean().fillna(0).items()}
+        fill = {str(k): float(v) for k, v in values.mean().fillna(0).items()}
     else:
-        fill = {k: float(v) for k, v in values.median().fillna(0).items()}
+        fill = {str(k): float(v) for k, v in values.median().fillna(0).items()}
     forest = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1)
     matrix = values.fillna(fill).to_numpy()
     forest.fit(matrix)
@@ -239,6 +240,9 @@ def compute_training_statistics(
         raise RegistryError(
             f"model {spec.name!r} has no candidate yet; materialize {spec.name}_candidate first"
         )
+    run_id = mv.run_id
+    if run_id is None:
+        raise RegistryError(f"model {spec.name!r} candidate v{mv.version} has no MLflow run")
     used = json.loads(mv.tags.get("mallard.features", "[]")) or features
     data = load_model_data(
         spec,
@@ -272,10 +276,10 @@ def compute_training_statistics(
         folder = Path(tmp)
         (folder / "statistics.json").write_text(json.dumps(stats.as_dict(), indent=1))
         joblib.dump(detector, folder / "ood_detector.joblib")
-        c.log_artifact(mv.run_id, str(folder / "statistics.json"), "training_statistics")
-        c.log_artifact(mv.run_id, str(folder / "ood_detector.joblib"), "training_statistics")
+        c.log_artifact(run_id, str(folder / "statistics.json"), "training_statistics")
+        c.log_artifact(run_id, str(folder / "ood_detector.joblib"), "training_statistics")
     if holdout_rate is not None:
-        c.log_metric(mv.run_id, "holdout_ood_rate", holdout_rate)
+        c.log_metric(run_id, "holdout_ood_rate", holdout_rate)
     c.set_model_version_tag(
         spec.name, mv.version, "mallard.training_statistics", STATISTICS_ARTIFACT
     )
@@ -286,7 +290,7 @@ def compute_training_statistics(
         if holdout_rate is not None
         else f"{spec.name}: training statistics of v{mv.version}"
     )
-    return stats, mv.run_id
+    return stats, run_id
 
 
 def load_training_statistics(

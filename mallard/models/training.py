@@ -257,7 +257,9 @@ def _train_clustering(spec: ModelSpec, data: ModelData, out: Path, log: Log) -> 
     with quiet():
         experiment = _setup(spec, data)
     x = experiment.get_config("X_transformed")
-    rows, fitted, skipped = [], {}, []
+    rows: list[dict[str, Any]] = []
+    fitted: dict[str, ClusterModel] = {}
+    skipped: list[str] = []
     for estimator in spec.estimators:
         if time.perf_counter() - started > spec.time_budget and fitted:
             skipped.append(estimator)

@@ -136,7 +136,8 @@ def list_alerts(
     """The newest alerts first, optionally of one kind or about one subject."""
     if not (settings.monitoring_dir / "alerts.sqlite").exists():
         return []
-    query, params = "SELECT * FROM alerts WHERE 1=1", []
+    query = "SELECT * FROM alerts WHERE 1=1"
+    params: list[object] = []
     if kind:
         query, params = query + " AND kind = ?", [*params, kind]
     if subject:

@@ -74,10 +74,12 @@ def decide_retrain(
     ]
     if dropping:
         worst = min(dropping, key=lambda o: (o.auc or 0.0) - (o.baseline_auc or 0.0))
+        # `dropping` keeps only observations with both AUCs
+        auc, baseline = worst.auc or 0.0, worst.baseline_auc or 0.0
         return RetrainDecision(
             True,
-            f"AUC {worst.auc:.3f} on {worst.day} is {worst.baseline_auc - worst.auc:.3f} below the "
-            f"champion's evaluation AUC {worst.baseline_auc:.3f} (allowed drop {policy.max_auc_drop:.2f})",
+            f"AUC {auc:.3f} on {worst.day} is {baseline - auc:.3f} below the "
+            f"champion's evaluation AUC {baseline:.3f} (allowed drop {policy.max_auc_drop:.2f})",
             latest.day,
             "performance",
         )

@@ -94,7 +94,8 @@ def drift_report(
     if len(reference) == 0:
         raise DriftInputError("the reference data has no rows: train or choose a reference first")
     problems: list[str] = []
-    usable_num, usable_cat = [], []
+    usable_num: list[str] = []
+    usable_cat: list[str] = []
     for kind, columns, usable in (
         ("numerical", numerical, usable_num),
         ("categorical", categorical, usable_cat),

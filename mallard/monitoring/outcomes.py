@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
 
@@ -111,7 +111,7 @@ def read_outcomes(
         return pd.DataFrame(
             columns=["day", "model_version", "role", "prediction", "score", "label"]
         )
-    filters = [("model_name", "=", model_name)]
+    filters: list[tuple[str, str, Any]] = [("model_name", "=", model_name)]
     if role:
         filters.append(("role", "=", role))
     if first_day:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
 
@@ -129,7 +129,7 @@ def read_predictions(
         import pandas as pd
 
         return pd.DataFrame(columns=list(COLUMNS))
-    filters = []
+    filters: list[tuple[str, str, Any]] = []
     if day is not None:
         filters.append(("day", "=", day))
     if model_name is not None:

@@ -112,9 +112,10 @@ def _to_reader(data: Any) -> pa.RecordBatchReader:
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
-        pd = None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        return pa.Table.from_pandas(data, preserve_index=False).to_reader()
+        pass
+    else:
+        if isinstance(data, pd.DataFrame):
+            return pa.Table.from_pandas(data, preserve_index=False).to_reader()
     if hasattr(data, "__arrow_c_stream__"):
         return pa.RecordBatchReader.from_stream(data)
     raise TypeError(
@@ -301,7 +302,7 @@ def write_view_partition(
         except _UnknownDays:
             old_days = None
         write_no = (_last_write_no(table, path) if table is not None else 0) + 1
-        counters = {"rejected": 0, "written": 0, "dates": set()}
+        counters: dict[str, Any] = {"rejected": 0, "written": 0, "dates": set()}
 
         def batches() -> Iterator[pa.RecordBatch]:
 
@@ -429,15 +430,25 @@ def write_view_partitions(
         commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
         stream = pa.RecordBatchReader.from_batches(schema, batches())
         days = ", ".join(f"'{day.isoformat()}'" for day in readers)
-        write_deltalake(
-            table if table is not None else path,
-            stream,
-            partition_by=[PARTITION],
-            mode="overwrite" if table is not None else "append",
-            predicate=f"{PARTITION} IN ({days})" if table is not None else None,
-            commit_properties=commit,
-            storage_options=storage_options,
-        )
+        if table is None:
+            write_deltalake(
+                path,
+                stream,
+                partition_by=[PARTITION],
+                mode="append",
+                commit_properties=commit,
+                storage_options=storage_options,
+            )
+        else:
+            write_deltalake(
+                table,
+                stream,
+                partition_by=[PARTITION],
+                mode="overwrite",
+                predicate=f"{PARTITION} IN ({days})",
+                commit_properties=commit,
+                storage_options=storage_options,
+            )
         version = DeltaTable(path, storage_options=storage_options).version()
         # Only the event days these partitions held or hold now (a full rebuild if unknown).
         projection_version = _update_projection(

@@ -215,7 +215,9 @@ def entity_columns(entity_keys: Any, names: Iterable[str]) -> tuple[int, dict[st
     """Entity keys (list of dicts, DataFrame, Arrow table, or dict of lists) as columns."""
     names = list(dict.fromkeys(names))
     if isinstance(entity_keys, Mapping):
-        columns = {n: list(entity_keys[n]) if n in entity_keys else None for n in names}
+        columns: dict[str, list[Any] | None] = {
+            n: list(entity_keys[n]) if n in entity_keys else None for n in names
+        }
         n = len(next(iter(entity_keys.values()), []))
     elif hasattr(entity_keys, "to_pydict"):  # pyarrow
         data = entity_keys.to_pydict()
@@ -232,10 +234,8 @@ def entity_columns(entity_keys: Any, names: Iterable[str]) -> tuple[int, dict[st
     else:
         rows = list(entity_keys)
         n = len(rows)
+        # rows that carry none of the keys are still a valid (all missing) read
         columns = {k: [row.get(k) for row in rows] for k in names}
-        if all(all(v is None for v in col) for col in columns.values()) and n and names:
-            # none of the rows has any key: still a valid (all missing) read
-            pass
     return n, {k: (v if v is not None else [None] * n) for k, v in columns.items()}
 
 
@@ -477,6 +477,8 @@ class OnlineStore(ABC):
         """
         reqs = _requests(requests)
         now_us = micros(now) if now is not None else utc_now_micros()
+        if now_us is None:
+            raise OnlineStoreError(f"now={now!r} is not a timestamp")
         schemas = []
         for req in reqs:
             schema = self.schema(req.view)
@@ -485,13 +487,17 @@ class OnlineStore(ABC):
             unknown = [f for f in req.features if f not in schema.types or f in schema.join_keys]
             if unknown:
                 schema = self._refresh_schema(req.view)
-                unknown = [f for f in req.features if schema is None or f not in schema.types]
+                if schema is None:
+                    raise OnlineStoreError(
+                        f"view {req.view!r} is no longer in the {self.kind} online store"
+                    )
+                unknown = [f for f in req.features if f not in schema.types]
                 if unknown:
                     raise OnlineStoreError(f"view {req.view!r} has no feature(s) {unknown}")
-            keys = tuple(req.join_keys) if req.join_keys else schema.join_keys  # type: ignore[union-attr]
-            if len(keys) != len(schema.join_keys):  # type: ignore[union-attr]
+            keys = tuple(req.join_keys) if req.join_keys else schema.join_keys
+            if len(keys) != len(schema.join_keys):
                 raise OnlineStoreError(
-                    f"view {req.view!r} is keyed by {list(schema.join_keys)}, not {list(keys)}"  # type: ignore[union-attr]
+                    f"view {req.view!r} is keyed by {list(schema.join_keys)}, not {list(keys)}"
                 )
             schemas.append((req, schema, keys))
         n, columns = entity_columns(entity_keys, [k for _, _, keys in schemas for k in keys])

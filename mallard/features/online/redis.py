@@ -245,7 +245,7 @@ class RedisOnlineStore(OnlineStore):
         for key, reply in zip(keys, replies, strict=True):
             if reply[0] is None:
                 continue
-            values = []
+            values: list[Any] = []
             for raw, p, d in zip(reply[1:], parse, decode, strict=True):
                 if raw is None:
                     values.append(None)
