@@ -44,8 +44,15 @@ mlflow: install
 	$(RUN) python -c "from mallard.config import get_settings; get_settings().ensure_home()"
 	$(RUN) mlflow ui --backend-store-uri "sqlite:///$(MALLARD_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
 
+# Every benchmark at its default size, each against its peer or raw baseline (about an hour on
+# 2 cores; Feast gets its own venv under MALLARD_HOME/bench). Figures: docs/BENCHMARKS.md.
 bench: install
 	$(RUN) python benchmarks/load_time.py
+	$(RUN) python benchmarks/llm_client.py
+	$(RUN) python benchmarks/graders.py --calibrate smollm2-local --calibration-limit 12
+	$(RUN) python benchmarks/promotion_gate.py
+	$(RUN) python benchmarks/drift.py
+	$(RUN) python benchmarks/feature_store.py
 
 lint: install
 	$(RUN) ruff check .

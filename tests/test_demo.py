@@ -37,7 +37,21 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Mallard demo — done" in proc.stdout
     assert "run time" in proc.stdout
+    (home.parent / "demo-stdout.txt").write_text(proc.stdout)
     return home
+
+
+def test_demo_tells_the_retraining_story(demo_home: Path) -> None:
+    """Drift after the shift makes the sensor request a retrain; the decision and alert are kept."""
+    from mallard.config import load_settings
+    from mallard.monitoring.alerts import list_alerts
+
+    story = (demo_home.parent / "demo-stdout.txt").read_text().split("the story:")[1]
+    assert "sensor requested retrain_churn_classifier — " in story
+    assert "churn_classifier promote v" in story or "churn_classifier keep v" in story
+    alerts = list_alerts(load_settings(home=demo_home), subject="churn_classifier")
+    assert alerts and {a.kind for a in alerts} <= {"drift", "performance", "rollback"}
+    assert all(a.reason for a in alerts)
 
 
 def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
