@@ -265,6 +265,8 @@ def build_model_assets(
     @dg.asset(
         name=f"{name}_explanations",
         deps=[champion.key],
+        # Explanations follow the champion (a promotion, a rollback job, a re-materialization).
+        automation_condition=dg.AutomationCondition.eager(),
         kinds={"shap"} if spec.task != "clustering" else {"sklearn"},
         description=(
             "Segment profiles of the champion on the most recent customers."

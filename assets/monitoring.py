@@ -126,6 +126,8 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         deps=[predictions.key],
         check_specs=[dg.AssetCheckSpec("drift_share_below_threshold", asset=f"{name}_drift")],
         kinds={"evidently"},
+        # A day's report follows its predictions: no decision here, so no sensor.
+        automation_condition=dg.AutomationCondition.eager(),
         **common,
     )
     def drift(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -279,6 +281,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         "and Evidently's quality report of the latest day.",
         deps=[outcomes.key],
         check_specs=[dg.AssetCheckSpec("metric_within_tolerance", asset=f"{name}_performance")],
+        automation_condition=dg.AutomationCondition.eager(),
         kinds={"evidently"},
         **common,
     )
