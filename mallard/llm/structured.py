@@ -70,7 +70,8 @@ def extract_json(text: str) -> tuple[Any, str]:
     error = ""
     for candidate in candidates:
         try:
-            return json.loads(candidate), ""
+            # strict=False: llama.cpp's JSON grammar lets raw newlines into strings.
+            return json.loads(candidate, strict=False), ""
         except json.JSONDecodeError as exc:
             error = error or f"not JSON ({exc.msg} at char {exc.pos})"
     return None, error

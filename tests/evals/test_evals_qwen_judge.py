@@ -9,7 +9,7 @@ so the gate treats them as untrusted. SmolLM2 (κ ≈ 0) is the contrast.
 from __future__ import annotations
 
 import pytest
-from conftest import HELPCENTRE
+from conftest import HELPCENTRE, seed_home
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,6 @@ def calibration(tmp_path_factory):
     from catalog.chains import HELPCENTRE as CORPUS
     from catalog.evals import support_calibration
     from catalog.llm import ENDPOINTS
-    from conftest import seed_home
     from mallard.config import load_settings
     from mallard.evals.calibration import CorpusContexts
     from mallard.evals.datasets import read_items

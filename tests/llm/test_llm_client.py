@@ -532,3 +532,13 @@ def test_unknown_parameter_is_refused(server, make_client):
     client = make_client([remote("api", server)])
     with pytest.raises(TypeError, match="unknown LLM parameter"):
         client.complete("api", "q", temprature=0.2)
+
+
+def test_json_replies_with_raw_newlines_in_strings_parse():
+    """llama.cpp's JSON grammar admits raw control characters inside strings (SmolLM2 writes
+    them); a strict parser would turn a well-formed verdict into a failed call."""
+    from mallard.llm.structured import extract_json
+
+    value, error = extract_json('Sure: {"reasoning": "line one\nline two", "supported": "yes"}')
+    assert error == "" and value == {"reasoning": "line one\nline two", "supported": "yes"}
+    assert extract_json('{"reasoning": "cut off')[0] is None
