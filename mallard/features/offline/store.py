@@ -270,94 +270,16 @@ def write_view_partition(
     table stays as it was. Then the latest projection is updated for the event dates the write
     touched (a second commit; until it lands, reads fall back to the main table).
     """
-    import pyarrow as pa
-    from deltalake import CommitProperties, DeltaTable, write_deltalake
-
-    started = time.perf_counter()
-    path = str(table_path)
     if isinstance(partition_date, str):
         partition_date = dt.date.fromisoformat(partition_date)
     if isinstance(partition_date, dt.datetime):
         partition_date = partition_date.date()
-    join_keys = list(join_keys)
-    if not join_keys:
-        raise OfflineStoreError(f"{path}: a view needs at least one join key")
-    reader = _to_reader(data)
-    schema, _features = table_schema(reader.schema, join_keys)
-
-    with _write_lock(path):
-        exists = DeltaTable.is_deltatable(path, storage_options=storage_options)
-        table = DeltaTable(path, storage_options=storage_options) if exists else None
-        if table is not None:
-            existing = pa.schema(table.schema().to_arrow())
-            if sorted(existing.names) != sorted(schema.names):
-                raise OfflineStoreError(
-                    f"{path}: columns {schema.names} differ from the table's {existing.names}; "
-                    "a changed view definition is a new view version (a new table)"
-                )
-            schema = existing
-        previous_version = table.version() if table is not None else -1
-        try:
-            old_days = _partition_event_days(table, partition_date) if table is not None else set()
-        except _UnknownDays:
-            old_days = None
-        write_no = (_last_write_no(table, path) if table is not None else 0) + 1
-        counters: dict[str, Any] = {"rejected": 0, "written": 0, "dates": set()}
-
-        def batches() -> Iterator[pa.RecordBatch]:
-
-            next_seq = write_no << SEQ_SHIFT
-            for batch in reader:
-                out, rejected = _conform_batch(batch, schema, join_keys, partition_date, next_seq)
-                counters["rejected"] += rejected
-                counters["written"] += out.num_rows
-                next_seq += out.num_rows
-                if out.num_rows:
-                    counters["dates"].update(_event_days(out))
-                    yield out
-
-        commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
-        stream = pa.RecordBatchReader.from_batches(schema, batches())
-        if table is None:
-            write_deltalake(
-                path,
-                stream,
-                partition_by=[PARTITION],
-                mode="append",
-                commit_properties=commit,
-                storage_options=storage_options,
-            )
-        else:
-            write_deltalake(
-                table,
-                stream,
-                partition_by=[PARTITION],
-                mode="overwrite",
-                predicate=f"{PARTITION} = '{partition_date.isoformat()}'",
-                commit_properties=commit,
-                storage_options=storage_options,
-            )
-        table = DeltaTable(path, storage_options=storage_options)
-        version = table.version()
-        projection_version = None
-        if maintain_projection:
-            projection_version = _update_projection(
-                path,
-                join_keys,
-                version,
-                previous_version if old_days is not None else -1,
-                counters["dates"] | (old_days or set()),
-                storage_options,
-            )
-    return WriteResult(
-        table_path=path,
-        partition_date=partition_date,
-        rows_written=counters["written"],
-        rows_rejected=counters["rejected"],
-        version=version,
-        write_no=write_no,
-        projection_version=projection_version,
-        seconds=time.perf_counter() - started,
+    return write_view_partitions(
+        table_path,
+        {partition_date: data},
+        join_keys=join_keys,
+        maintain_projection=maintain_projection,
+        storage_options=storage_options,
     )
 
 
@@ -366,6 +288,7 @@ def write_view_partitions(
     parts: Mapping[dt.date, Any],
     *,
     join_keys: Sequence[str],
+    maintain_projection: bool = True,
     storage_options: dict[str, str] | None = None,
 ) -> WriteResult:
     """Replace several daily partitions in one Delta commit (a backfill), then the projection.
@@ -409,8 +332,7 @@ def write_view_partitions(
         old_days: set[dt.date] | None = set()
         if table is not None:
             try:
-                for day in readers:
-                    old_days |= _partition_event_days(table, day)  # type: ignore[operator]
+                old_days = set().union(*(_partition_event_days(table, day) for day in readers))
             except _UnknownDays:
                 old_days = None
         counters: dict[str, Any] = {"rejected": 0, "written": 0, "dates": set()}
@@ -450,15 +372,17 @@ def write_view_partitions(
                 storage_options=storage_options,
             )
         version = DeltaTable(path, storage_options=storage_options).version()
-        # Only the event days these partitions held or hold now (a full rebuild if unknown).
-        projection_version = _update_projection(
-            path,
-            join_keys,
-            version,
-            previous_version if old_days is not None else -1,
-            counters["dates"] | (old_days or set()),
-            storage_options,
-        )
+        projection_version = None
+        if maintain_projection:
+            # Only the event days these partitions held or hold now (a full rebuild if unknown).
+            projection_version = _update_projection(
+                path,
+                join_keys,
+                version,
+                previous_version if old_days is not None else -1,
+                counters["dates"] | (old_days or set()),
+                storage_options,
+            )
     return WriteResult(
         table_path=path,
         partition_date=max(readers),
