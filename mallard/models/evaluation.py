@@ -26,6 +26,7 @@ from mallard.models.registry import (
     RegistryError,
     client,
     record_decision,
+    run_id_of,
     set_champion,
     version_for_alias,
 )
@@ -347,9 +348,9 @@ def apply_promotion(spec: ModelSpec, settings: Settings, *, log=None) -> Decisio
     if candidate_mv is None:
         raise RegistryError(f"model {spec.name!r} has no candidate to promote")
     version = int(candidate_mv.version)
-    if candidate_mv.run_id is None:
-        raise RegistryError(f"model {spec.name!r}: candidate v{version} has no MLflow run")
-    evaluation = load_json_artifact(settings, candidate_mv.run_id, EVALUATION_ARTIFACT)
+    evaluation = load_json_artifact(
+        settings, run_id_of(candidate_mv, spec.name), EVALUATION_ARTIFACT
+    )
     if evaluation is None:
         raise RegistryError(
             f"model {spec.name!r}: candidate v{version} has not been evaluated; "

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
-from mallard.models.registry import RegistryError, client, get_version, model_uri, version_for_alias
+from mallard.models.registry import (
+    RegistryError,
+    client,
+    get_version,
+    model_uri,
+    run_id_of,
+    version_for_alias,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,9 +86,8 @@ def load_version(settings: Settings, name: str, version: int) -> LoadedModel:
 
     c = client(settings)
     mv = get_version(c, name, version)
-    if mv.run_id is None:
-        raise RegistryError(f"model {name!r} version {version} has no MLflow run to load it from")
-    inputs = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/model_inputs.json")
+    run_id = run_id_of(mv, name)
+    inputs = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_inputs.json")
     from mallard.models.training import quiet
 
     with quiet():
@@ -89,7 +95,7 @@ def load_version(settings: Settings, name: str, version: int) -> LoadedModel:
     loaded = LoadedModel(
         name=name,
         version=int(version),
-        run_id=mv.run_id,
+        run_id=run_id,
         task=inputs["task"],
         features=list(inputs["features"]),
         categorical=list(inputs.get("categorical", [])),

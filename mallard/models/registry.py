@@ -90,6 +90,13 @@ def get_version(c: MlflowClient, model: str, version: int | str) -> ModelVersion
         raise RegistryError(f"model {model!r} has no version {version}") from None
 
 
+def run_id_of(mv: ModelVersion, model: str) -> str:
+    """The MLflow run a registered version was logged by (Mallard registers from runs only)."""
+    if mv.run_id is None:
+        raise RegistryError(f"model {model!r} version {mv.version} has no MLflow run")
+    return mv.run_id
+
+
 def model_uri(model: str, version: int | str) -> str:
     return f"models:/{model}/{version}"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mallard.config import Settings
 from mallard.models.data import load_model_data, parse_days
-from mallard.models.registry import CANDIDATE, RegistryError, client, version_for_alias
+from mallard.models.registry import CANDIDATE, RegistryError, client, run_id_of, version_for_alias
 from mallard.models.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -240,9 +240,7 @@ def compute_training_statistics(
         raise RegistryError(
             f"model {spec.name!r} has no candidate yet; materialize {spec.name}_candidate first"
         )
-    run_id = mv.run_id
-    if run_id is None:
-        raise RegistryError(f"model {spec.name!r} candidate v{mv.version} has no MLflow run")
+    run_id = run_id_of(mv, spec.name)
     used = json.loads(mv.tags.get("mallard.features", "[]")) or features
     data = load_model_data(
         spec,
