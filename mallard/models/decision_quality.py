@@ -275,8 +275,8 @@ def build_sample_training_set(
     Returns the frame and the day of the world's shift.
     """
     from mallard.config import load_settings
-    from mallard.features.compute import compute_partition
-    from mallard.features.offline.store import write_view_partition
+    from mallard.features.compute import compute_partition, open_sources
+    from mallard.features.offline.store import write_view_partitions
     from mallard.features.training import build_training_set, write_training_set
     from mallard.features.versions import register_version
     from mallard.sample_world.generate import WorldSpec, generate_world
@@ -293,13 +293,13 @@ def build_sample_training_set(
     ]
     for view in registry.views.values():
         version = register_version(settings, view)
-        for day in reads:
-            write_view_partition(
-                version.table_path,
-                compute_partition(view, settings, day),
-                day,
-                join_keys=list(view.join_keys),
-            )
+        con = open_sources(view, settings)
+        write_view_partitions(  # one commit per view, as the feature assets' backfills do
+            version.table_path,
+            {day: compute_partition(view, settings, day, con) for day in reads},
+            join_keys=list(view.join_keys),
+        )
+        con.close()
     as_of = dt.datetime.combine(end_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     frame, versions = build_training_set(training_set, registry, settings, as_of)
     write_training_set(training_set, frame, versions, settings, as_of)

@@ -63,7 +63,8 @@ def test_gate_decision_quality_fast(model_lake) -> None:
         trees=20,
         # Null trials need no power, only many decisions: a smaller, cheaper held-out slice.
         # (Not a smaller training sample: with 4,000 rows the forests' seed-to-seed differences
-        # outgrow the declared minimum improvement and 5 of 30 were promoted — see MODELS.md.)
+        # outgrow the declared minimum improvement: 5 of 30 were promoted, at the edge of the
+        # bound — see MODELS.md.)
         null_options={"n_bootstrap": 200, "max_holdout_rows": 6_000},
         shift_options={"n_bootstrap": 300},
     )
