@@ -76,11 +76,11 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
             dg.AssetKey("churn_classifier_performance")
         ).asset_materialization.metadata
         assert 0.5 < performance["baseline_auc"].value < 1.0
-        # The prompt gate decided and said why.
+        # The prompt gate refused the regressed version and said why.
         gate = instance.get_latest_materialization_event(
             dg.AssetKey(["prompt_promotions", "support_assistant"])
         ).asset_materialization.metadata
-        assert gate["verdict"].value in {"promoted", "refused"}
+        assert gate["verdict"].value == "refused"  # v2 is the regressed prompt
         assert gate["reasons"].value.strip()
 
 
