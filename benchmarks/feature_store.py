@@ -447,7 +447,7 @@ def main() -> None:
     parser.add_argument("--skip-online", action="store_true")
     parser.add_argument("--skip-pit", action="store_true", help="only the online-store part")
     parser.add_argument("--online-reads", type=int, default=5_000)
-    parser.add_argument("--plan", default="auto", choices=["auto", "asof", "hash"])
+    parser.add_argument("--plan", default="auto", choices=["auto", "asof", "hash", "merge"])
     parser.add_argument(
         "--repeat",
         type=int,

@@ -498,6 +498,7 @@ def _projection_select(
         QUALIFY row_number() OVER (
             PARTITION BY {keys}, {EVENT_TS}
             ORDER BY {CREATED_TS} DESC NULLS LAST, {SEQ} DESC) = 1
+        ORDER BY {keys}, {EVENT_TS}
     """
 
 
