@@ -114,8 +114,19 @@ def validate() -> None:
     is_flag=True,
     help="Ignore feature rows created after each entity timestamp.",
 )
+@click.option(
+    "--plan",
+    type=click.Choice(["auto", "asof", "hash", "merge"]),
+    default="auto",
+    show_default=True,
+    help="Join plan; auto chooses per view by sizes (all give the same result).",
+)
 def historical(
-    entities_path: str, references: tuple[str, ...], out_path: str, exclude_created_after: bool
+    entities_path: str,
+    references: tuple[str, ...],
+    out_path: str,
+    exclude_created_after: bool,
+    plan: str,
 ) -> None:
     """Point-in-time correct features for a table of entity rows."""
     import pandas as pd
@@ -139,11 +150,18 @@ def historical(
     except DeclarationError as exc:
         raise click.ClickException(str(exc)) from None
     started = dt.datetime.now()
-    frame = get_historical_features(entity, reads, exclude_created_after=exclude_created_after)
+    frame = get_historical_features(
+        entity,
+        reads,
+        exclude_created_after=exclude_created_after,
+        plan=plan,  # type: ignore[arg-type]  # click.Choice checked it
+    )
     frame.to_parquet(out_path, index=False)
     seconds = (dt.datetime.now() - started).total_seconds()
+    plans = ", ".join(f"{s['name']}: {s['plan']}" for s in frame.attrs.get("mallard", []))
     click.echo(
-        f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s ({', '.join(versions.values())})"
+        f"{len(frame):,} rows × {frame.shape[1]} columns → {out_path} in {seconds:.2f} s "
+        f"({', '.join(versions.values())}; plans {plans})"
     )
 
 

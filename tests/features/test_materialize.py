@@ -121,3 +121,43 @@ def test_cli_reads_online_values(usage_table) -> None:
         main, ["features", "online", "--key", "customer_id=2", "--features", "usage_7d:nope"]
     )
     assert bad.exit_code == 1 and "has no feature 'nope'" in bad.output
+
+
+@pytest.mark.parametrize("plan", ["auto", "asof", "hash", "merge"])
+def test_cli_historical_features_with_each_plan(usage_table, tmp_path: Path, plan: str) -> None:
+    entities = tmp_path / "entities.parquet"
+    pd.DataFrame(
+        {
+            "customer_id": [1, 3, 2, 1],
+            "event_timestamp": pd.to_datetime(
+                ["2026-06-02T12:00", "2026-06-03T00:00", "2026-06-01T00:00", "2026-06-03T00:00"],
+                utc=True,
+            ),
+        }
+    ).to_parquet(entities)
+    out = tmp_path / "training.parquet"
+    result = CliRunner().invoke(
+        main,
+        [
+            "features",
+            "historical",
+            "--entities",
+            str(entities),
+            "--features",
+            "usage_7d:minutes_7d",
+            "--out",
+            str(out),
+            "--plan",
+            plan,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "usage_7d: " in result.output and "4 rows" in result.output
+    if plan != "auto":
+        assert f"usage_7d: {plan}" in result.output
+    frame = pd.read_parquet(out)
+    # Rows land at the end of their day: day 1's values are known from 06-02 00:00, day 2's from
+    # 06-03 00:00 (inclusive); customer 3 has no day-2 row; 06-01 00:00 precedes everything.
+    assert frame["minutes_7d"].tolist()[:2] == [101.0, 103.0]
+    assert pd.isna(frame["minutes_7d"].iloc[2])
+    assert frame["minutes_7d"].iloc[3] == 201.0

@@ -170,3 +170,33 @@ def test_auto_records_the_plan_it_chose(home):
     few = many.drop_duplicates("customer_id")  # 1 per key
     assert get_historical_features(many, [view]).attrs["mallard"][0]["plan"] == "merge"
     assert get_historical_features(few, [view]).attrs["mallard"][0]["plan"] == "hash"
+
+
+def test_float_keys_with_nan_match_nothing_in_every_plan(home):
+    """The engine reads a NaN entity key as missing (pandas' convention, also for Arrow input),
+    so it matches no feature row in any plan, not even a feature row keyed NaN."""
+    ts = pa.timestamp("us", tz="UTC")
+    day = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    view = ViewRead(
+        "a",
+        pa.table(
+            {
+                "score_bucket": pa.array([0.5, float("nan"), 1.5, float("nan")]),
+                "event_timestamp": pa.array([day] * 3 + [day + dt.timedelta(hours=1)], ts),
+                "a_x": pa.array([1.0, 2.0, 3.0, 4.0]),
+            }
+        ),
+        ["score_bucket"],
+        ["a_x"],
+        None,
+    )
+    entity = pa.table(
+        {
+            "score_bucket": pa.array([float("nan"), 0.5, 1.5, float("nan")]),
+            "event_timestamp": pa.array([day, day, day, day + dt.timedelta(hours=2)], ts),
+        }
+    )
+    for given in (entity, entity.to_pandas()):
+        results = results_by_plan(given, [view])
+        assert results["hash"]["a__a_x"].isna().tolist() == [True, False, False, True]
+        assert_all_plans_agree(results)
