@@ -477,7 +477,7 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     feast_python = None
-    if not args.skip_feast and not args.skip_pit:
+    if not args.skip_feast:
         feast_python = ensure_feast_venv(args.feast_venv or home / "bench" / "feast-venv", log)
 
     report: dict = {
@@ -601,6 +601,36 @@ def main() -> None:
                 cmd += ["--redis-url", url]
             online, _, _ = run_measured(cmd + ["--seed", str(args.seed)], env={**os.environ})
             report["online"] = online
+            if feast_python is not None:
+                log("online store: Feast (materialize into sqlite, then the same reads)")
+                shutil.rmtree(workdir / "feast_repo_online", ignore_errors=True)
+                feast_cmd = [
+                    str(feast_python),
+                    str(FEAST_RUNNER),
+                    "--repo",
+                    str(workdir / "feast_repo_online"),
+                    "--views",
+                    json.dumps(views),
+                    "--ttl-seconds",
+                    str(int(TTL.total_seconds())),
+                    "--online-reads",
+                    str(args.online_reads),
+                    "--keys",
+                    str(N_KEYS),
+                    "--start",
+                    (START - dt.timedelta(days=1)).isoformat(),
+                    "--end",
+                    (START + dt.timedelta(days=DAYS + 1)).isoformat(),
+                    "--seed",
+                    str(args.seed),
+                ]
+                try:
+                    feast_online, _, _ = run_measured(
+                        feast_cmd, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                    )
+                    report["online_feast"] = feast_online
+                except RuntimeError as exc:
+                    log(f"  Feast online failed: {str(exc)[-500:]}")
         finally:
             if proc is not None:
                 proc.terminate()
@@ -648,16 +678,29 @@ def print_report(report: dict) -> None:
         print(
             f"{'online store':<10} {'full load 3x100k s':>18} {'1 key p50/p99 ms':>18} {'100 keys p50/p99 ms':>20}"
         )
-        for kind, o in online.items():
+        rows = dict(online)
+        feast = report.get("online_feast")
+        if feast:
+            rows["feast sqlite"] = feast
+        for kind, o in rows.items():
             print(
-                f"{kind:<10} {o['load_seconds']:>18.2f} "
+                f"{kind:<12} {o['load_seconds']:>16.2f} "
                 f"{o['one_key_ms'][0]:>8.3f} / {o['one_key_ms'][1]:<7.3f} "
                 f"{o['hundred_keys_ms'][0]:>8.2f} / {o['hundred_keys_ms'][1]:<8.2f}"
             )
-        print(
-            "(Feast 0.67 measured on this kind of machine, FACTS.md: 1 key 0.9-1.2 / 1.7-3.7 ms, "
-            "100 keys 17-19 / 45 ms, full load 50 s)"
-        )
+        if feast and "sqlite" in online:
+            m = online["sqlite"]
+            print(
+                "Feast / Mallard sqlite: full load "
+                f"{feast['load_seconds'] / m['load_seconds']:.1f}x, 1 key p99 "
+                f"{feast['one_key_ms'][1] / m['one_key_ms'][1]:.1f}x, 100 keys p99 "
+                f"{feast['hundred_keys_ms'][1] / m['hundred_keys_ms'][1]:.1f}x"
+            )
+        else:
+            print(
+                "(no Feast run: FACTS.md measured Feast 0.67 on this kind of machine at 1 key "
+                "0.9-1.2 / 1.7-3.7 ms, 100 keys 17-19 / 45 ms, full load 50 s)"
+            )
 
 
 if __name__ == "__main__":

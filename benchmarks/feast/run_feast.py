@@ -1,8 +1,10 @@
 """Feast 0.67's side of benchmarks/feature_store.py; runs in the Feast venv (numpy >= 2).
 
 Builds a throw-away Feast repository over the benchmark's Delta tables (FileSource with
-DeltaFormat, duckdb offline store), then times `get_historical_features(...).to_df()` for the
-entity table given and writes the result to parquet. Prints one JSON line with the figures.
+DeltaFormat, duckdb offline store), then either times `get_historical_features(...).to_df()` for
+the entity table given and writes the result to parquet, or (`--online-reads N`) times
+`materialize` into an empty sqlite online store and N single-key and N/5 100-key
+`get_online_features(...).to_dict()` calls on random keys. Prints one JSON line with the figures.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import random
 import resource
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 STARTED = time.perf_counter()
@@ -32,9 +35,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repo", required=True)
     parser.add_argument("--views", required=True, help="JSON: [{name, path, features}]")
-    parser.add_argument("--entity", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--entity", help="entity parquet (point-in-time mode)")
+    parser.add_argument("--out", help="result parquet (point-in-time mode)")
     parser.add_argument("--ttl-seconds", type=int, required=True)
+    parser.add_argument("--online-reads", type=int, default=0, help="online mode: reads to time")
+    parser.add_argument("--keys", type=int, default=100_000, help="online mode: keys 1..N")
+    parser.add_argument("--start", help="online mode: ISO time before the first row")
+    parser.add_argument("--end", help="online mode: ISO time after the last row")
+    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
     import ibis
@@ -83,12 +91,14 @@ def main() -> None:
                 ttl=timedelta(seconds=args.ttl_seconds),
                 schema=[Field(name=f, dtype=Float64) for f in view["features"]],
                 source=source,
-                online=False,
+                online=bool(args.online_reads),
             )
         )
         refs += [f"{view['name']}:{f}" for f in view["features"]]
     store = FeatureStore(repo_path=str(repo))
     store.apply(objects)
+    if args.online_reads:
+        return online(store, refs, args)
     entity = pd.read_parquet(args.entity)
     ready = time.perf_counter()
     frame = store.get_historical_features(entity_df=entity, features=refs).to_df()
@@ -102,6 +112,51 @@ def main() -> None:
                 "process_seconds": time.perf_counter() - STARTED,
                 "peak_rss_mb": peak_rss_mb(),
                 "rows": len(frame),
+                "feast": __import__("feast").__version__,
+            }
+        )
+    )
+    sys.stdout.flush()
+
+
+def percentiles(samples: list[float]) -> list[float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000.0
+
+    return [at(0.50), at(0.99)]
+
+
+def online(store, refs: list[str], args) -> None:
+    """Materialize into the empty sqlite online store, then time random-key reads."""
+    started = time.perf_counter()
+    store.materialize(datetime.fromisoformat(args.start), datetime.fromisoformat(args.end))
+    load_seconds = time.perf_counter() - started
+    rng = random.Random(args.seed)
+
+    def read(n: int) -> None:
+        rows = [{"customer_id": rng.randint(1, args.keys)} for _ in range(n)]
+        store.get_online_features(features=refs, entity_rows=rows).to_dict()
+
+    for _ in range(200):  # warm-up
+        read(1)
+    one, hundred = [], []
+    for _ in range(args.online_reads):
+        t0 = time.perf_counter()
+        read(1)
+        one.append(time.perf_counter() - t0)
+    for _ in range(max(args.online_reads // 5, 100)):
+        t0 = time.perf_counter()
+        read(100)
+        hundred.append(time.perf_counter() - t0)
+    print(
+        json.dumps(
+            {
+                "load_seconds": load_seconds,
+                "one_key_ms": percentiles(one),
+                "hundred_keys_ms": percentiles(hundred),
+                "peak_rss_mb": peak_rss_mb(),
                 "feast": __import__("feast").__version__,
             }
         )
