@@ -30,7 +30,7 @@ demo: install
 	$(RUN) python -m pipelines.demo
 
 test: install services
-	$(RUN) pytest -m "not slow"
+	$(RUN) pytest -m "not slow" --durations=20
 
 test-slow: install services
 	$(UV) sync --frozen --group local-models
