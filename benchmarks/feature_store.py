@@ -252,9 +252,10 @@ def ensure_feast_venv(venv: Path, log) -> Path:
     log(
         f"building the Feast venv at {venv} (uv venv + uv pip install -r {FEAST_REQUIREMENTS.name})"
     )
-    uv = shutil.which("uv")
+    bootstrap = ROOT / ".bootstrap" / "bin" / "uv"  # where `make install` puts uv
+    uv = shutil.which("uv") or (str(bootstrap) if bootstrap.exists() else None)
     if uv is None:
-        raise RuntimeError("uv is needed to build the Feast venv")
+        raise RuntimeError("uv is needed to build the Feast venv (make install provides it)")
     if not python.exists():
         subprocess.run([uv, "venv", "-q", "--clear", "--python", "3.11", str(venv)], check=True)
     subprocess.run(
