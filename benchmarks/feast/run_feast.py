@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import json
 import random
-import resource
 import sys
 import time
 from datetime import datetime, timedelta
@@ -21,14 +20,9 @@ from pathlib import Path
 
 STARTED = time.perf_counter()
 
-
-def peak_rss_mb() -> float:
-    """Peak RSS since exec (VmHWM); ru_maxrss would include the parent's at fork."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# The same measurement helpers as Mallard's side (benchmarks/feature_store.py: stdlib at import).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from feature_store import peak_rss_mb, percentiles  # noqa: E402
 
 
 def main() -> None:
@@ -117,15 +111,6 @@ def main() -> None:
         )
     )
     sys.stdout.flush()
-
-
-def percentiles(samples: list[float]) -> list[float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000.0
-
-    return [at(0.50), at(0.99)]
 
 
 def online(store, refs: list[str], args) -> None:

@@ -193,8 +193,14 @@ def _register(con: Any, name: str, table: Any) -> None:
 
 
 def _resolve_source(
-    con: Any, view: ViewRead, use_projection: bool | None, exclude_created_after: bool, tag: str
+    con: Any,
+    view: ViewRead,
+    use_projection: bool | None,
+    exclude_created_after: bool,
+    tag: str,
+    count_rows: bool,
 ) -> _Source:
+    """Where to read the view from; its row count (a hint for `choose_plan`) if `count_rows`."""
     import pandas as pd
     import pyarrow as pa
 
@@ -242,10 +248,11 @@ def _resolve_source(
             False,
             True,
             _describe(con, sql),
-            _delta_rows(projection, view),
+            _delta_rows(projection, view) if count_rows else None,
         )
     sql = f"delta_scan({_sql_str(path)})"
-    return _Source(sql, "delta", True, True, False, _describe(con, sql), _delta_rows(path, view))
+    rows = _delta_rows(path, view) if count_rows else None
+    return _Source(sql, "delta", True, True, False, _describe(con, sql), rows)
 
 
 def _describe(con: Any, from_item: str) -> dict[str, str]:
@@ -609,7 +616,7 @@ def _get_historical_features(
                     pending.result()  # one large view in memory at a time
                 started = time.perf_counter()
                 source = _resolve_source(
-                    con, view, use_projection, exclude_created_after, f"{tag}_{i}"
+                    con, view, use_projection, exclude_created_after, f"{tag}_{i}", plan == "auto"
                 )
                 try:
                     missing = [

@@ -141,9 +141,7 @@ class Candidates:
         if not parts:
             return cls([], np.empty(0, dtype=np.int64))
 
-        def join(arrays: list[Any]) -> Any:
-            return np.concatenate(arrays)
-
+        join = np.concatenate
         return cls(
             [join([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))],
             join([p.event for p in parts]),
@@ -221,14 +219,15 @@ def merge_join(
         rank[by_contract] = np.arange(len(by_contract), dtype=np.int64)
         order = np.argsort(sort_key, kind="stable")
         ranks = len(rank)
+        sorted_codes = codes[order]
         # Codes ascend along `order`, so code * ranks + rank keeps the running maximum per key.
-        best = np.maximum.accumulate(codes[order] * ranks + rank[order])
+        best = np.maximum.accumulate(sorted_codes * ranks + rank[order])
         position = np.searchsorted(sort_key[order], entity.codes * width + entity_scaled, "right")
         position -= 1
         found = position >= 0
-        at = np.maximum(position, 0)
-        found &= codes[order[at]] == entity.codes
-        winner = by_contract[best[at] - codes[order[at]] * ranks]
+        np.maximum(position, 0, out=position)
+        found &= sorted_codes[position] == entity.codes
+        winner = by_contract[best[position] - sorted_codes[position] * ranks]
     if ttl_us is not None:
         found &= event[winner] >= entity.times - ttl_us
     winners = winner[found]
