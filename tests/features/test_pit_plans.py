@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from mallard.features.offline import (
     PLANS,
@@ -22,6 +24,7 @@ from mallard.features.offline import (
     choose_plan,
     engine,
     get_historical_features,
+    projection_path,
     write_view_partition,
 )
 
@@ -141,6 +144,12 @@ def test_plans_agree_on_delta_tables_and_their_sorted_projection(home):
         write_view_partition(path, part, day.date(), join_keys=["customer_id"])
     view = ViewRead("a", str(path), ["customer_id"], ["a_x", "a_n"], dt.timedelta(days=1))
     entity = random_entity(rng, 3_000, 300, start, 5 * 86_400).drop(columns="region")
+    # Each projection file is sorted by (key, event time): what makes the merge plan's sort cheap.
+    projection = DeltaTable(projection_path(path))
+    assert len(projection.file_uris()) == len(set(days.to_pylist()))
+    for uri in projection.file_uris():
+        part = pq.read_table(uri, columns=["customer_id", "event_timestamp"]).to_pandas()
+        assert part.equals(part.sort_values(["customer_id", "event_timestamp"], kind="stable"))
     for options in ({}, {"use_projection": False}, {"exclude_created_after": True}):
         results = results_by_plan(entity, [view], **options)
         assert_all_plans_agree(results)
