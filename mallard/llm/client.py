@@ -11,6 +11,10 @@ budget reservation (worst case over the endpoint and its fallbacks) → for each
 [endpoint, *fallbacks]: circuit breaker → rate limit → concurrency slot → provider call, retried on
 429/5xx/timeouts with full-jitter backoff honouring Retry-After → structured-output validation with
 one repair attempt → cache store → trace row and metrics.
+
+That order is written once, as generators that yield the I/O they need (`_Chat`, `_Sleep`, `_Slot`,
+`_Join`) and get its result or exception sent back; `complete` drives them with blocking calls,
+`acomplete` with awaits, so both make the same decisions.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import concurrent.futures
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,9 +62,21 @@ from mallard.llm.tracing import TraceRecorder, new_trace_id, trace_row
 Messages = str | Sequence[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One provider call: `attempt` counts from 1 per endpoint (and per repair), `outcome` is "ok"
+    or the error's kind, `delay_s` the backoff slept before the next try (None: no retry)."""
+
+    endpoint: str
+    attempt: int
+    outcome: str
+    delay_s: float | None = None
+
+
 @dataclass
 class LLMResponse:
-    """One answered call. Cache hits and de-duplicated calls cost nothing and use no tokens."""
+    """One answered call. Cache hits and de-duplicated calls cost nothing and use no tokens;
+    `attempt_log` lists the provider calls behind it (empty for them)."""
 
     text: str
     endpoint: str
@@ -77,6 +93,7 @@ class LLMResponse:
     deduplicated: bool = False
     similarity: float | None = None
     endpoints_tried: list[str] = field(default_factory=list)
+    attempt_log: list[Attempt] = field(default_factory=list)
 
     def cache_record(self) -> dict[str, Any]:
         return {
@@ -98,6 +115,7 @@ class _Usage:
     cost_usd: float = 0.0
     attempts: int = 0
     endpoints: list[str] = field(default_factory=list)
+    log: list[Attempt] = field(default_factory=list)
 
     def add(self, endpoint: Endpoint, result: ProviderResult) -> None:
         self.prompt_tokens += result.prompt_tokens
@@ -133,6 +151,71 @@ class _Request:
             if message.get("role") == "user":
                 return str(message.get("content") or "")
         return ""
+
+
+@dataclass(frozen=True)
+class _Chat:
+    """Effect: call `provider.chat(*args)` (or `achat`); the result or ProviderError comes back."""
+
+    provider: Any
+    args: tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None, float]
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Effect: wait for a concurrency slot (the policy releases it)."""
+
+    limiter: ConcurrencyLimiter
+
+
+@dataclass(frozen=True)
+class _Join:
+    """Effect: the response of an identical call in flight, or a leader handle for this call."""
+
+    key: str
+
+
+_Effect = _Chat | _Sleep | _Slot | _Join
+_Policy = Generator[_Effect, Any, LLMResponse]
+
+
+@dataclass
+class _ThreadLeader:
+    """The first of identical calls in flight; threads that joined it wait on `future`."""
+
+    future: concurrent.futures.Future[LLMResponse]
+    release: Callable[[], object]
+
+    def succeed(self, response: LLMResponse) -> None:
+        self.future.set_result(response)
+
+    def fail(self, exc: BaseException) -> None:
+        self.future.set_exception(exc)
+
+
+@dataclass
+class _LoopLeader:
+    """The same for coroutines of one event loop."""
+
+    future: asyncio.Future[LLMResponse]
+    release: Callable[[], object]
+
+    def succeed(self, response: LLMResponse) -> None:
+        self.future.set_result(response)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            self.future.cancel()
+        else:
+            self.future.set_exception(exc)
+            self.future.exception()  # mark retrieved: there may be no follower to read it
 
 
 class _EndpointState:
@@ -302,26 +385,29 @@ class LLMClient:
     ) -> Any:
         """One call (an LLMResponse), or with `repeat=N` a list of N fresh calls that skip caches and
         de-duplication. `schema` (JSON schema dict or pydantic model) fills `.parsed` with a validated value."""
-        meta = {
-            "user_id": user_id,
-            "session_id": session_id,
-            "run_id": run_id,
-            "prompt_name": prompt_name,
-            "prompt_version": prompt_version,
-            "retrieved_ids": list(retrieved_ids),
-            "retrieved_text": retrieved_text,
-            "trace_input": trace_input,
-            "attributes": attributes,
-        }
-        request = self._request(endpoint, messages, schema, timeout_s, semantic_cache, params, meta)
-        if repeat is not None:
-            if repeat < 1:
-                raise ValueError(f"repeat must be >= 1, got {repeat}")
-            return [
-                self._complete_once(request, use_cache=False, dedupe=False, repeat_index=i)
-                for i in range(repeat)
-            ]
-        return self._complete_once(request, use_cache=cache, dedupe=dedupe)
+        policies = self._policies(
+            endpoint,
+            messages,
+            schema,
+            cache,
+            semantic_cache,
+            dedupe,
+            repeat,
+            timeout_s,
+            params,
+            user_id=user_id,
+            session_id=session_id,
+            run_id=run_id,
+            prompt_name=prompt_name,
+            prompt_version=prompt_version,
+            retrieved_ids=list(retrieved_ids),
+            retrieved_text=retrieved_text,
+            trace_input=trace_input,
+            attributes=attributes,
+        )
+        if repeat is None:
+            return self._drive(policies[0])
+        return [self._drive(policy) for policy in policies]
 
     async def acomplete(
         self,
@@ -345,31 +431,53 @@ class LLMClient:
         attributes: dict[str, Any] | None = None,
         **params: Any,
     ) -> Any:
-        """The async twin of `complete`."""
-        meta = {
-            "user_id": user_id,
-            "session_id": session_id,
-            "run_id": run_id,
-            "prompt_name": prompt_name,
-            "prompt_version": prompt_version,
-            "retrieved_ids": list(retrieved_ids),
-            "retrieved_text": retrieved_text,
-            "trace_input": trace_input,
-            "attributes": attributes,
-        }
+        """The async twin of `complete` (repeats run concurrently)."""
+        policies = self._policies(
+            endpoint,
+            messages,
+            schema,
+            cache,
+            semantic_cache,
+            dedupe,
+            repeat,
+            timeout_s,
+            params,
+            user_id=user_id,
+            session_id=session_id,
+            run_id=run_id,
+            prompt_name=prompt_name,
+            prompt_version=prompt_version,
+            retrieved_ids=list(retrieved_ids),
+            retrieved_text=retrieved_text,
+            trace_input=trace_input,
+            attributes=attributes,
+        )
+        if repeat is None:
+            return await self._adrive(policies[0])
+        return list(await asyncio.gather(*(self._adrive(policy) for policy in policies)))
+
+    def _policies(
+        self,
+        endpoint: str,
+        messages: Messages,
+        schema: Any,
+        cache: bool,
+        semantic_cache: bool | None,
+        dedupe: bool,
+        repeat: int | None,
+        timeout_s: float | None,
+        params: dict[str, Any],
+        **meta: Any,
+    ) -> list[_Policy]:
         request = self._request(endpoint, messages, schema, timeout_s, semantic_cache, params, meta)
-        if repeat is not None:
-            if repeat < 1:
-                raise ValueError(f"repeat must be >= 1, got {repeat}")
-            return list(
-                await asyncio.gather(
-                    *(
-                        self._acomplete_once(request, use_cache=False, dedupe=False, repeat_index=i)
-                        for i in range(repeat)
-                    )
-                )
-            )
-        return await self._acomplete_once(request, use_cache=cache, dedupe=dedupe)
+        if repeat is None:
+            return [self._policy(request, use_cache=cache, dedupe=dedupe)]
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        return [
+            self._policy(request, use_cache=False, dedupe=False, repeat_index=i)
+            for i in range(repeat)
+        ]
 
     def estimate_cost(
         self,
@@ -525,14 +633,81 @@ class LLMClient:
             self.metrics.budget_refusals.labels(exc.scope.split(" ")[0]).inc()
             raise
 
-    # Sync path --------------------------------------------------------------------------------
-    def _complete_once(
+    # Drivers: the only code that differs between complete and acomplete ----------------------
+    def _drive(self, policy: _Policy) -> LLMResponse:
+        """Run a policy, doing the I/O it asks for with blocking calls."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = policy.send(value) if error is None else policy.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if isinstance(effect, _Chat):
+                    value = effect.provider.chat(*effect.args)
+                elif isinstance(effect, _Sleep):
+                    time.sleep(effect.seconds)
+                elif isinstance(effect, _Slot):
+                    effect.limiter.acquire()
+                else:
+                    value = self._join(effect.key)
+            except BaseException as exc:  # thrown into the policy, whose finally blocks must run
+                error = exc
+
+    async def _adrive(self, policy: _Policy) -> LLMResponse:
+        """Run a policy, awaiting the I/O it asks for."""
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = policy.send(value) if error is None else policy.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if isinstance(effect, _Chat):
+                    value = await effect.provider.achat(*effect.args)
+                elif isinstance(effect, _Sleep):
+                    await asyncio.sleep(effect.seconds)
+                elif isinstance(effect, _Slot):
+                    await effect.limiter.aacquire()
+                else:
+                    value = await self._ajoin(effect.key)
+            except BaseException as exc:  # e.g. a cancellation: the policy releases what it holds
+                error = exc
+
+    def _join(self, key: str) -> LLMResponse | _ThreadLeader:
+        with self._inflight_lock:
+            leader = self._inflight.get(key)
+            if leader is None:
+                future = self._inflight[key] = concurrent.futures.Future()
+                return _ThreadLeader(future, lambda: self._forget(key))
+        return leader.result()
+
+    def _forget(self, key: str) -> None:
+        with self._inflight_lock:
+            self._inflight.pop(key, None)
+
+    async def _ajoin(self, key: str) -> LLMResponse | _LoopLeader:
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), key)  # asyncio futures belong to one loop
+        leader = self._ainflight.get(slot)
+        if leader is None:
+            future = self._ainflight[slot] = loop.create_future()
+            return _LoopLeader(future, lambda: self._ainflight.pop(slot, None))
+        return await asyncio.shield(leader)
+
+    # The policy, written once -----------------------------------------------------------------
+    def _policy(
         self, request: _Request, *, use_cache: bool, dedupe: bool, repeat_index: int | None = None
-    ) -> LLMResponse:
+    ) -> _Policy:
+        """One call: caches, joining an identical call in flight, `_call`, the trace row."""
         started = time.perf_counter()
         timestamp = datetime.now(UTC)
         usage = _Usage()
-        future: concurrent.futures.Future[LLMResponse] | None = None
+        leader: _ThreadLeader | _LoopLeader | None = None
         try:
             vector = None
             if use_cache:
@@ -540,53 +715,52 @@ class LLMClient:
                 if hit is not None:
                     return self._finish(request, hit, usage, started, timestamp, repeat_index)
             if dedupe:
-                with self._inflight_lock:
-                    leader = self._inflight.get(request.key)
-                    if leader is None:
-                        future = self._inflight[request.key] = concurrent.futures.Future()
-                if leader is not None:
-                    shared = leader.result()
+                joined = yield _Join(request.key)
+                if isinstance(joined, LLMResponse):
                     self.metrics.deduplicated.labels(request.endpoint).inc()
                     follower = replace(
-                        shared,
+                        joined,
                         cache="exact",
                         deduplicated=True,
                         prompt_tokens=0,
                         completion_tokens=0,
                         cost_usd=0.0,
                         attempts=0,
+                        attempt_log=[],
                     )
                     return self._finish(request, follower, usage, started, timestamp, repeat_index)
+                leader = joined
             try:
-                response = self._call(request, usage)
+                response = yield from self._call(request, usage)
                 if use_cache:
                     self._cache_store(request, response, vector)
             except BaseException as exc:
-                if future is not None:
-                    future.set_exception(exc)
+                if leader is not None:
+                    leader.fail(exc)
                 raise
-            if future is not None:
-                future.set_result(response)
+            if leader is not None:
+                leader.succeed(response)
             return self._finish(request, response, usage, started, timestamp, repeat_index)
         except Exception as exc:
             self._finish_error(request, exc, usage, started, timestamp, repeat_index)
             raise
         finally:
-            if future is not None:
-                with self._inflight_lock:
-                    self._inflight.pop(request.key, None)
+            if leader is not None:
+                leader.release()
 
-    def _call(self, request: _Request, usage: _Usage) -> LLMResponse:
+    def _call(self, request: _Request, usage: _Usage) -> Generator[_Effect, Any, LLMResponse]:
         chain = self._chain(request.endpoint)
         reservation = self._reserve(request, chain)
         try:
-            result, state = self._failover(request, chain, request.messages, usage)
+            result, state = yield from self._failover(request, chain, request.messages, usage)
             parsed = None
             if request.spec is not None:
                 parsed, problems = request.spec.parse(result.text)
                 if problems:
                     retry_messages = repair_messages(request.messages, result.text, problems)
-                    result, state = self._failover(request, [state], retry_messages, usage)
+                    result, state = yield from self._failover(
+                        request, [state], retry_messages, usage
+                    )
                     parsed, problems = request.spec.parse(result.text)
                     if problems:
                         raise StructuredOutputError(state.endpoint.name, result.text, problems)
@@ -600,7 +774,7 @@ class LLMClient:
         chain: list[_EndpointState],
         messages: list[dict[str, Any]],
         usage: _Usage,
-    ) -> tuple[ProviderResult, _EndpointState]:
+    ) -> Generator[_Effect, Any, tuple[ProviderResult, _EndpointState]]:
         errors: list[BaseException] = []
         for index, state in enumerate(chain):
             if index:
@@ -608,7 +782,7 @@ class LLMClient:
                     chain[index - 1].endpoint.name, state.endpoint.name
                 ).inc()
             try:
-                return self._attempts(request, state, messages, usage), state
+                return (yield from self._attempts(request, state, messages, usage)), state
             except ProviderError as exc:
                 errors.append(exc)
         raise AllEndpointsFailedError([s.endpoint.name for s in chain], errors)
@@ -619,28 +793,35 @@ class LLMClient:
         state: _EndpointState,
         messages: list[dict[str, Any]],
         usage: _Usage,
-    ) -> ProviderResult:
+    ) -> Generator[_Effect, Any, ProviderResult]:
         endpoint = state.endpoint
         timeout = request.timeout_s or endpoint.timeout_s
         for attempt in range(endpoint.retry.max_retries + 1):
             self._admit(state)
             if state.bucket is not None:
-                state.bucket.acquire()
-            state.limiter.acquire()
+                wait = state.bucket.reserve()
+                if wait > 0:
+                    yield _Sleep(wait)
+            yield _Slot(state.limiter)
             usage.attempts += 1
             usage.endpoints.append(endpoint.name)
             try:
-                result = state.provider.chat(messages, request.params, request.schema, timeout)
+                result: ProviderResult = yield _Chat(
+                    state.provider, (messages, request.params, request.schema, timeout)
+                )
             except ProviderError as exc:
+                usage.log.append(Attempt(endpoint.name, attempt + 1, exc.kind))
                 error = self._failed(state, exc)
             else:
                 state.breaker.record_success()
                 usage.add(endpoint, result)
+                usage.log.append(Attempt(endpoint.name, attempt + 1, "ok"))
                 return result
             finally:
                 state.limiter.release()
             delay = self._retry_delay(state, error, attempt)
-            time.sleep(delay)
+            usage.log[-1] = replace(usage.log[-1], delay_s=delay)
+            yield _Sleep(delay)
         raise AssertionError("unreachable")
 
     # Shared decisions -------------------------------------------------------------------------
@@ -682,129 +863,8 @@ class LLMClient:
             attempts=usage.attempts,
             finish_reason=result.finish_reason,
             endpoints_tried=list(dict.fromkeys(usage.endpoints)),
+            attempt_log=list(usage.log),
         )
-
-    # Async path -------------------------------------------------------------------------------
-    async def _acomplete_once(
-        self, request: _Request, *, use_cache: bool, dedupe: bool, repeat_index: int | None = None
-    ) -> LLMResponse:
-        started = time.perf_counter()
-        timestamp = datetime.now(UTC)
-        usage = _Usage()
-        future: asyncio.Future[LLMResponse] | None = None
-        key = (id(asyncio.get_running_loop()), request.key)
-        try:
-            vector = None
-            if use_cache:
-                hit, vector = self._cache_lookup(request)
-                if hit is not None:
-                    return self._finish(request, hit, usage, started, timestamp, repeat_index)
-            if dedupe:
-                leader = self._ainflight.get(key)
-                if leader is None:
-                    future = self._ainflight[key] = asyncio.get_running_loop().create_future()
-                else:
-                    shared = await asyncio.shield(leader)
-                    self.metrics.deduplicated.labels(request.endpoint).inc()
-                    follower = replace(
-                        shared,
-                        cache="exact",
-                        deduplicated=True,
-                        prompt_tokens=0,
-                        completion_tokens=0,
-                        cost_usd=0.0,
-                        attempts=0,
-                    )
-                    return self._finish(request, follower, usage, started, timestamp, repeat_index)
-            try:
-                response = await self._acall(request, usage)
-                if use_cache:
-                    self._cache_store(request, response, vector)
-            except BaseException as exc:
-                if future is not None and not future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
-                        future.exception()  # mark retrieved: there may be no follower to read it
-                raise
-            if future is not None:
-                future.set_result(response)
-            return self._finish(request, response, usage, started, timestamp, repeat_index)
-        except Exception as exc:
-            self._finish_error(request, exc, usage, started, timestamp, repeat_index)
-            raise
-        finally:
-            if future is not None:
-                self._ainflight.pop(key, None)
-
-    async def _acall(self, request: _Request, usage: _Usage) -> LLMResponse:
-        chain = self._chain(request.endpoint)
-        reservation = self._reserve(request, chain)
-        try:
-            result, state = await self._afailover(request, chain, request.messages, usage)
-            parsed = None
-            if request.spec is not None:
-                parsed, problems = request.spec.parse(result.text)
-                if problems:
-                    retry_messages = repair_messages(request.messages, result.text, problems)
-                    result, state = await self._afailover(request, [state], retry_messages, usage)
-                    parsed, problems = request.spec.parse(result.text)
-                    if problems:
-                        raise StructuredOutputError(state.endpoint.name, result.text, problems)
-            return self._response(result, state, usage, parsed)
-        finally:
-            reservation.settle(usage.cost_usd)
-
-    async def _afailover(
-        self,
-        request: _Request,
-        chain: list[_EndpointState],
-        messages: list[dict[str, Any]],
-        usage: _Usage,
-    ) -> tuple[ProviderResult, _EndpointState]:
-        errors: list[BaseException] = []
-        for index, state in enumerate(chain):
-            if index:
-                self.metrics.failovers.labels(
-                    chain[index - 1].endpoint.name, state.endpoint.name
-                ).inc()
-            try:
-                return await self._aattempts(request, state, messages, usage), state
-            except ProviderError as exc:
-                errors.append(exc)
-        raise AllEndpointsFailedError([s.endpoint.name for s in chain], errors)
-
-    async def _aattempts(
-        self,
-        request: _Request,
-        state: _EndpointState,
-        messages: list[dict[str, Any]],
-        usage: _Usage,
-    ) -> ProviderResult:
-        endpoint = state.endpoint
-        timeout = request.timeout_s or endpoint.timeout_s
-        for attempt in range(endpoint.retry.max_retries + 1):
-            self._admit(state)
-            if state.bucket is not None:
-                await state.bucket.aacquire()
-            await state.limiter.aacquire()
-            usage.attempts += 1
-            usage.endpoints.append(endpoint.name)
-            try:
-                result = await state.provider.achat(
-                    messages, request.params, request.schema, timeout
-                )
-            except ProviderError as exc:
-                error = self._failed(state, exc)
-            else:
-                state.breaker.record_success()
-                usage.add(endpoint, result)
-                return result
-            finally:
-                state.limiter.release()
-            await asyncio.sleep(self._retry_delay(state, error, attempt))
-        raise AssertionError("unreachable")
 
     # Recording --------------------------------------------------------------------------------
     def _finish(

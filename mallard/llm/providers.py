@@ -7,10 +7,12 @@ retries); `local` runs llama.cpp in-process. Heavy libraries are imported on fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,13 +129,11 @@ class OpenAICompatibleProvider:
         schema: dict[str, Any] | None,
         timeout: float,
     ) -> ProviderResult:
-        try:
+        with self._typed_errors():
             client = self.sync_client()
             response = client.chat.completions.create(
                 **self._request(messages, params, schema), timeout=timeout
             )
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error
-            raise self._map_error(exc) from exc
         return self._result(response)
 
     async def achat(
@@ -143,14 +143,19 @@ class OpenAICompatibleProvider:
         schema: dict[str, Any] | None,
         timeout: float,
     ) -> ProviderResult:
-        try:
+        with self._typed_errors():
             client = self.async_client()
             response = await client.chat.completions.create(
                 **self._request(messages, params, schema), timeout=timeout
             )
-        except Exception as exc:  # noqa: BLE001
-            raise self._map_error(exc) from exc
         return self._result(response)
+
+    @contextlib.contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a typed error
+            raise self._map_error(exc) from exc
 
     def _result(self, response: Any) -> ProviderResult:
         name = self.endpoint.name
