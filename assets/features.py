@@ -10,7 +10,7 @@ import dagster as dg
 from assets.common import daily_partitions, markdown_table, partition_days
 from catalog.features import FEATURE_VIEWS
 from mallard.features.specs import FeatureView
-from resources.lake import LakeResource
+from resources import LakeDuckDBResource, LakeResource, OnlineStoreResource
 
 BACKFILL_CHUNK_DAYS = 31
 
@@ -50,7 +50,9 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
             "features": ", ".join(view.feature_names),
         },
     )
-    def _feature_view(context: dg.AssetExecutionContext, lake: LakeResource):
+    def _feature_view(
+        context: dg.AssetExecutionContext, lake: LakeResource, duckdb: LakeDuckDBResource
+    ):
         import pyarrow as pa
 
         from mallard.features.compute import (
@@ -64,34 +66,35 @@ def build_feature_view_asset(view: FeatureView) -> dg.AssetsDefinition:
         from mallard.features.versions import register_version
 
         settings = lake.settings()
-        con = open_sources(view, settings)
-        validate_view(view, settings, con)
-        version = register_version(settings, view)
         days = partition_days(context)
-        context.log.info(
-            f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}"
-        )
         written = rejected = 0
         failures: dict[tuple[str, str], int] = {}
         last: pa.Table | None = None
-        # A backfill is written a month at a time, one Delta commit per chunk.
-        for first in range(0, len(days), BACKFILL_CHUNK_DAYS):
-            chunk = days[first : first + BACKFILL_CHUNK_DAYS]
-            parts = {day: compute_partition(view, settings, day, con) for day in chunk}
-            for table in parts.values():
-                for result in check_expectations(view, table):
-                    key = (result.feature, result.rule)
-                    failures[key] = failures.get(key, 0) + result.failing_rows
-            outcome = write_view_partitions(
-                version.table_path, parts, join_keys=list(view.join_keys)
-            )
-            written += outcome.rows_written
-            rejected += outcome.rows_rejected
-            last = parts[chunk[-1]]
+        with duckdb.get_connection() as con:
+            open_sources(view, settings, con)
+            validate_view(view, settings, con)
+            version = register_version(settings, view)
             context.log.info(
-                f"{view.name}: {first + len(chunk)}/{len(days)} partitions written ({written:,} rows)"
+                f"{version.label}: computing {len(days)} partition(s) {days[0]} … {days[-1]}"
             )
-        con.close()
+            # A backfill is written a month at a time, one Delta commit per chunk.
+            for first in range(0, len(days), BACKFILL_CHUNK_DAYS):
+                chunk = days[first : first + BACKFILL_CHUNK_DAYS]
+                parts = {day: compute_partition(view, settings, day, con) for day in chunk}
+                for table in parts.values():
+                    for result in check_expectations(view, table):
+                        key = (result.feature, result.rule)
+                        failures[key] = failures.get(key, 0) + result.failing_rows
+                outcome = write_view_partitions(
+                    version.table_path, parts, join_keys=list(view.join_keys)
+                )
+                written += outcome.rows_written
+                rejected += outcome.rows_rejected
+                last = parts[chunk[-1]]
+                context.log.info(
+                    f"{view.name}: {first + len(chunk)}/{len(days)} partitions written "
+                    f"({written:,} rows)"
+                )
         profile = column_profile(last, view.feature_names) if last is not None else []
         failing = {f"{feature} {rule}": n for (feature, rule), n in failures.items() if n}
         yield dg.MaterializeResult(
@@ -209,13 +212,15 @@ TRAINING_SET_ASSETS = _training_set_assets()
     deps=[view.name for view in FEATURE_VIEWS],
     kinds={"sqlite"},
 )
-def online_store(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def online_store(
+    context: dg.AssetExecutionContext, lake: LakeResource, online_store: OnlineStoreResource
+) -> dg.MaterializeResult:
     """Materialize every view's newest rows into the online store (only what changed)."""
     from catalog.features import REGISTRY
-    from mallard.features.materialize import materialize_online, open_configured_store
+    from mallard.features.materialize import materialize_online
 
     settings = lake.settings()
-    with open_configured_store(settings) as store:
+    with online_store.open() as store:
         stats = materialize_online(REGISTRY, settings, store, progress=context.log.info)
         kind = store.kind
     rows = [

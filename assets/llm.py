@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from resources.lake import LakeResource
+from resources import LLMResource, PromptRegistryResource
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "catalog" / "prompts"
 
@@ -34,13 +34,15 @@ def _prompt_files_fingerprint() -> str:
     )
     & ~dg.AutomationCondition.in_progress(),
 )
-def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def prompt_versions(
+    context: dg.AssetExecutionContext, prompts: PromptRegistryResource
+) -> dg.MaterializeResult:
     """Registers the prompt files in `catalog/prompts` in the prompt registry: changed content becomes a
     new immutable version; a label a file declares is set only if the prompt lacks it (labels move
     later only through `mallard prompts promote/rollback`). Metadata: every version and its labels."""
-    from mallard.llm.prompts import PromptRegistry, sync_prompt_files
+    from mallard.llm.prompts import sync_prompt_files
 
-    registry = PromptRegistry.default(lake.settings())
+    registry = prompts.registry()
     synced = sync_prompt_files(registry, PROMPTS_DIR, actor=f"dagster-run:{context.run.run_id}")
     for row in synced:
         if row["created"]:
@@ -98,19 +100,19 @@ def prompt_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     pool="local_llm",
 )
 def support_assistant_demo(
-    context: dg.AssetExecutionContext, lake: LakeResource, config: SupportAssistantDemoConfig
+    context: dg.AssetExecutionContext,
+    llm: LLMResource,
+    prompts: PromptRegistryResource,
+    config: SupportAssistantDemoConfig,
 ) -> dg.MaterializeResult:
     """Runs the support-assistant chain (help-centre retrieval → the live `support_assistant` prompt)
     on a few sample questions with the local SmolLM2 endpoint, in the `local_llm` pool so two local
     generations never share the 2 cores. Every call is a trace; failed items go to the dead-letter
     table. Metadata: cost, tokens and latency per step, and the answers."""
     from catalog.chains import CHAINS, CORPORA, HELPCENTRE
-    from catalog.llm import DEMO_ENDPOINT, ENDPOINTS
+    from catalog.llm import DEMO_ENDPOINT
     from mallard.llm.chains.runner import ChainRunner
-    from mallard.llm.client import LLMClient
-    from mallard.llm.prompts import PromptRegistry
 
-    settings = lake.settings()
     questions_path = Path(HELPCENTRE.path).with_name("questions.jsonl")
     questions = [
         json.loads(line) for line in questions_path.read_text().splitlines() if line.strip()
@@ -119,14 +121,13 @@ def support_assistant_demo(
         {"question": q["question"], "id": q["question_id"]} for q in questions[: config.questions]
     ]
 
-    client = LLMClient(ENDPOINTS, settings=settings, run_id=context.run.run_id)
-    runner = ChainRunner(
-        client, PromptRegistry.default(settings), corpora=CORPORA, default_endpoint=DEMO_ENDPOINT
-    )
     chain = CHAINS["support_assistant"]
-    context.log.info(str(runner.estimate_cost(chain, items)))
-    batch = runner.run_batch(chain, items, concurrency=1, run_id=context.run.run_id)
-    client.close()
+    with llm.client(run_id=context.run.run_id) as client:
+        runner = ChainRunner(
+            client, prompts.registry(), corpora=CORPORA, default_endpoint=DEMO_ENDPOINT
+        )
+        context.log.info(str(runner.estimate_cost(chain, items)))
+        batch = runner.run_batch(chain, items, concurrency=1, run_id=context.run.run_id)
     summary = batch.summary
     context.log.info("\n" + str(summary))
 

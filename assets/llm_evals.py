@@ -3,45 +3,30 @@ calibration against human verdicts, one offline eval per declared eval partition
 version, and the promotion gate. Declarations live in catalog/evals.py and catalog/graders.py.
 
 Prompt versions become partitions (`v1`, `v2`, …) through the `prompt_version_partitions` sensor,
-or `add_prompt_version_partitions(instance)` for drivers that run jobs in process.
+or `add_prompt_version_partitions(instance, registry)` (sensors/llm_evals.py) for drivers that
+run jobs in process.
 """
 
 from typing import Any
 
 import dagster as dg
 
+from assets.names import (
+    dataset_key,
+    offline_eval_key,
+    partition_version,
+    promotion_key,
+    prompt_version_partitions,
+)
 from catalog.evals import CATALOG, DATASETS, EVALS
 from mallard.evals.spec import OfflineEval
-from resources.lake import LakeResource
+from resources import LakeResource, LLMResource, PromptRegistryResource
 
 GROUP = "llm_evals"
 
-
-def dataset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["eval_datasets", name])
-
-
-def eval_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["offline_evals", name])
-
-
-def promotion_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["prompt_promotions", name])
-
-
-def partitions_name(ev: OfflineEval) -> str:
-    return f"{ev.name}_prompt_versions"
-
-
 PROMPT_VERSION_PARTITIONS = {
-    ev.name: dg.DynamicPartitionsDefinition(name=partitions_name(ev)) for ev in EVALS
+    ev.name: dg.DynamicPartitionsDefinition(name=prompt_version_partitions(ev.name)) for ev in EVALS
 }
-
-
-def partition_version(key: str) -> int:
-    if not key.startswith("v") or not key[1:].isdigit():
-        raise ValueError(f"partition {key!r} is not a prompt version such as v2")
-    return int(key[1:])
 
 
 class _LogProgress:
@@ -63,13 +48,6 @@ class _LogProgress:
 
 def _progress(context):
     return lambda description, total: _LogProgress(context.log, description, total)
-
-
-def _client(settings, run_id: str):
-    from catalog.llm import ENDPOINTS
-    from mallard.llm.client import LLMClient
-
-    return LLMClient(ENDPOINTS, settings=settings, run_id=run_id, semantic_cache=False)
 
 
 def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
@@ -188,7 +166,10 @@ def build_calibration_asset() -> dg.AssetsDefinition:
         ],
     )
     def judge_calibration(
-        context: dg.AssetExecutionContext, lake: LakeResource, config: CalibrationConfig
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        llm: LLMResource,
+        config: CalibrationConfig,
     ):
         """Runs each judge on the human-labelled calibration slice and measures agreement with the
         human verdicts: accuracy and Cohen's κ of pass/fail, Spearman's ρ against the 1–5 human
@@ -198,8 +179,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
         from mallard.evals.calibration import Trust, run_calibration
 
         settings = lake.settings()
-        client = _client(settings, context.run.run_id)
-        try:
+        with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
             reports, info = run_calibration(
                 CATALOG,
                 client=client,
@@ -211,8 +191,6 @@ def build_calibration_asset() -> dg.AssetsDefinition:
                 repeat=config.repeat,
                 progress=_progress(context),
             )
-        finally:
-            client.close()
         rows = [r.to_row() for r in reports]
         yield dg.MaterializeResult(
             metadata={
@@ -270,7 +248,7 @@ class OfflineEvalConfig(dg.Config):
 
 
 def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
-    key = eval_key(ev.name)
+    key = offline_eval_key(ev.name)
 
     @dg.asset(
         key=key,
@@ -298,22 +276,24 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         ],
     )
     def _offline_eval(
-        context: dg.AssetExecutionContext, lake: LakeResource, config: OfflineEvalConfig
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        llm: LLMResource,
+        prompts: PromptRegistryResource,
+        config: OfflineEvalConfig,
     ):
         from catalog.evals import CORPORA
         from mallard.evals.runs import run_offline_eval, summary_markdown, worst_markdown
-        from mallard.llm.prompts import PromptRegistry
 
         settings = lake.settings()
         version = partition_version(context.partition_key)
-        client = _client(settings, context.run.run_id)
-        try:
+        with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
             run = run_offline_eval(
                 CATALOG,
                 ev.name,
                 version,
                 client=client,
-                registry=PromptRegistry.default(settings),
+                registry=prompts.registry(),
                 settings=settings,
                 corpora=CORPORA,
                 slice_name=None if config.all_items else (config.slice or True),
@@ -322,8 +302,6 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
                 dataset_version=config.dataset_version,
                 progress=_progress(context),
             )
-        finally:
-            client.close()
         summary = run.summary
         metadata = {
             "run_id": run.run_id,
@@ -376,7 +354,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
     @dg.asset(
         key=promotion_key(ev.name),
         group_name=GROUP,
-        deps=[eval_key(ev.name)],
+        deps=[offline_eval_key(ev.name)],
         kinds={"sqlite"},
         pool="local_llm",
         description=(
@@ -387,16 +365,18 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         ),
     )
     def _promotion(
-        context: dg.AssetExecutionContext, lake: LakeResource, config: PromotionConfig
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        llm: LLMResource,
+        prompts: PromptRegistryResource,
+        config: PromotionConfig,
     ) -> dg.MaterializeResult:
         from mallard.evals.compare import promote_prompt
-        from mallard.llm.prompts import PromptRegistry
 
         settings = lake.settings()
-        registry = PromptRegistry.default(settings)
+        registry = prompts.registry()
         before = registry.labels(ev.prompt).get(gate.label)
-        client = _client(settings, context.run.run_id)
-        try:
+        with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
             decision = promote_prompt(
                 CATALOG,
                 ev.name,
@@ -409,8 +389,6 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
                 pairwise=config.pairwise,
                 progress=None,
             )
-        finally:
-            client.close()
         context.log.info(str(decision))
         metadata: dict[str, Any] = {
             "verdict": decision.verdict,
@@ -434,120 +412,9 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
     return _promotion
 
 
-# Partitions for new prompt versions ----------------------------------------------------------------
-def missing_partitions(instance: dg.DagsterInstance, registry) -> dict[str, list[str]]:
-    """Per eval: partition keys for registered prompt versions that are not partitions yet."""
-    out = {}
-    for ev in EVALS:
-        existing = set(instance.get_dynamic_partitions(partitions_name(ev)))
-        keys = [f"v{v.version}" for v in registry.versions(ev.prompt)]
-        out[ev.name] = [k for k in keys if k not in existing]
-    return out
-
-
-def add_prompt_version_partitions(
-    instance: dg.DagsterInstance, settings=None
-) -> dict[str, list[str]]:
-    """Add a partition per registered prompt version to every offline eval; returns what was added."""
-    from mallard.llm.prompts import PromptRegistry
-
-    registry = PromptRegistry.default(settings)
-    added = missing_partitions(instance, registry)
-    for ev in EVALS:
-        if added[ev.name]:
-            instance.add_dynamic_partitions(partitions_name(ev), added[ev.name])
-    return added
-
-
-def demo_eval_runs(instance: dg.DagsterInstance, settings=None) -> list[tuple[str, dict[str, str]]]:
-    """For drivers that run jobs in process (the demo), after prompt_versions: adds the prompt-
-    version partitions and returns (job name, run tags) in order: import the datasets, calibrate
-    the judges, evaluate the live and the staging version of each gated eval's prompt, run the gate."""
-    from mallard.llm.prompts import PromptRegistry
-
-    add_prompt_version_partitions(instance, settings)
-    registry = PromptRegistry.default(settings)
-    runs: list[tuple[str, dict[str, str]]] = [
-        ("import_eval_datasets", {}),
-        ("calibrate_judges", {}),
-    ]
-    for ev in EVALS:
-        labels = registry.labels(ev.prompt)
-        wanted = [ev.gate.label, ev.gate.candidate_label] if ev.gate else ["live"]
-        versions = list(dict.fromkeys(labels[label] for label in wanted if label in labels))
-        runs += [(f"offline_eval_{ev.name}", {"dagster/partition": f"v{v}"}) for v in versions]
-    if any(ev.gate for ev in EVALS):
-        runs.append(("promote_prompt", {}))
-    return runs
-
-
-def build_jobs() -> list:
-    jobs = [
-        dg.define_asset_job(
-            "import_eval_datasets",
-            selection=dg.AssetSelection.assets(*[dataset_key(d.name) for d in DATASETS]),
-            description="Import the declared eval datasets (a changed file becomes a new version).",
-        ),
-        dg.define_asset_job(
-            "calibrate_judges",
-            selection=dg.AssetSelection.assets("judge_calibration"),
-            description="Measure each judge's agreement with the human verdicts.",
-        ),
-        dg.define_asset_job(
-            "promote_prompt",
-            selection=dg.AssetSelection.assets(
-                *[promotion_key(ev.name) for ev in EVALS if ev.gate]
-            ),
-            description="Run the promotion gate: move `live` to the candidate only if the evals allow it.",
-        ),
-    ]
-    jobs += [
-        dg.define_asset_job(
-            f"offline_eval_{ev.name}",
-            selection=dg.AssetSelection.assets(eval_key(ev.name)),
-            description=f"Run offline eval {ev.name} for one prompt version (partition).",
-        )
-        for ev in EVALS
-    ]
-    return jobs
-
-
-EVAL_JOBS = build_jobs()
-
-
-@dg.sensor(
-    jobs=[j for j in EVAL_JOBS if j.name.startswith("offline_eval_")],
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def prompt_version_partitions(context: dg.SensorEvaluationContext, lake: LakeResource):
-    """Adds a partition to each offline eval for every newly registered prompt version and
-    requests its eval run (in the `local_llm` pool, one at a time)."""
-    from mallard.llm.prompts import PromptRegistry
-
-    registry = PromptRegistry.default(lake.settings())
-    missing = missing_partitions(context.instance, registry)
-    requests, runs = [], []
-    for ev in EVALS:
-        if missing[ev.name]:
-            requests.append(dg.AddDynamicPartitionsRequest(partitions_name(ev), missing[ev.name]))
-            runs += [
-                dg.RunRequest(
-                    job_name=f"offline_eval_{ev.name}",
-                    partition_key=key,
-                    run_key=f"{ev.name}:{key}",
-                )
-                for key in missing[ev.name]
-            ]
-    if not requests:
-        return dg.SkipReason("every registered prompt version has its eval partition")
-    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
-
-
 EVAL_ASSETS = [
     *[build_dataset_asset(d.name) for d in DATASETS],
     build_calibration_asset(),
     *[build_offline_eval_asset(ev) for ev in EVALS],
     *[build_promotion_asset(ev) for ev in EVALS if ev.gate],
 ]
-EVAL_SENSORS = [prompt_version_partitions]

@@ -9,9 +9,10 @@ asset bodies only.
 
 import dagster as dg
 
+from assets.names import model_asset
 from catalog.models import MODELS
 from mallard.models.specs import ModelSpec
-from resources.lake import LakeResource
+from resources import MLflowResource
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow`
 
@@ -42,8 +43,10 @@ def _images(figures) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n\n".join(parts))
 
 
-def _run_link(experiment_id: str, run_id: str) -> dg.MetadataValue:
-    return dg.MetadataValue.url(f"{MLFLOW_UI}/#/experiments/{experiment_id}/runs/{run_id}")
+def _run_link(tracking_uri: str, experiment_id: str, run_id: str) -> dg.MetadataValue:
+    """The run in the MLflow UI: the tracking server itself, or `make mlflow` for the embedded store."""
+    ui = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else MLFLOW_UI
+    return dg.MetadataValue.url(f"{ui}/#/experiments/{experiment_id}/runs/{run_id}")
 
 
 def _fail(exc: Exception) -> dg.Failure:
@@ -67,7 +70,7 @@ def build_model_assets(
         return (TrainingDataError, RegistryError)
 
     @dg.asset(
-        name=f"{name}_candidate",
+        name=model_asset(name, "candidate"),
         deps=[spec.training_set],
         kinds={"pycaret", "mlflow"},
         description=f"{spec.description} PyCaret compares {', '.join(spec.estimators)} "
@@ -80,12 +83,14 @@ def build_model_assets(
         },
         **common,
     )
-    def candidate(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def candidate(
+        context: dg.AssetExecutionContext, mlflow: MLflowResource
+    ) -> dg.MaterializeResult:
         from mallard.models.training import train_candidate
 
         try:
             result = train_candidate(
-                spec, lake.settings(), features, feature_types, log=context.log.info
+                spec, mlflow.settings(), features, feature_types, log=context.log.info
             )
         except _expected_errors() as exc:
             raise _fail(exc) from None
@@ -100,7 +105,9 @@ def build_model_assets(
             ),
             "model_version": result.version,
             "mlflow_run_id": result.run_id,
-            "mlflow_run": _run_link(result.experiment_id, result.run_id),
+            "mlflow_run": _run_link(
+                mlflow.settings().mlflow_tracking_uri, result.experiment_id, result.run_id
+            ),
             "plots": _images(result.plots),
             "training_rows": result.data["train_rows"],
             "train_days": f"{result.data['train_first_day']} … {result.data['train_last_day']}",
@@ -120,7 +127,7 @@ def build_model_assets(
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
-        name=f"{name}_training_statistics",
+        name=model_asset(name, "training_statistics"),
         deps=[candidate.key],
         kinds={"mlflow"},
         description="Per-feature statistics of the candidate's training rows (count, nulls, range, "
@@ -129,7 +136,7 @@ def build_model_assets(
         **common,
     )
     def training_statistics(
-        context: dg.AssetExecutionContext, lake: LakeResource
+        context: dg.AssetExecutionContext, mlflow: MLflowResource
     ) -> dg.MaterializeResult:
         import pandas as pd
 
@@ -137,7 +144,7 @@ def build_model_assets(
 
         try:
             stats, run_id = compute_training_statistics(
-                spec, lake.settings(), features, feature_types, log=context.log.info
+                spec, mlflow.settings(), features, feature_types, log=context.log.info
             )
         except _expected_errors() as exc:
             raise _fail(exc) from None
@@ -173,7 +180,7 @@ def build_model_assets(
         )
 
     @dg.asset(
-        name=f"{name}_evaluation",
+        name=model_asset(name, "evaluation"),
         deps=[candidate.key],
         kinds={"mlflow"},
         description="The candidate against the current champion on the same held-out slice, "
@@ -186,14 +193,16 @@ def build_model_assets(
         ),
         **common,
     )
-    def evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def evaluation(
+        context: dg.AssetExecutionContext, mlflow: MLflowResource
+    ) -> dg.MaterializeResult:
         import pandas as pd
 
         from mallard.models.evaluation import evaluate_candidate
 
         try:
             result = evaluate_candidate(
-                spec, lake.settings(), features, feature_types, log=context.log.info
+                spec, mlflow.settings(), features, feature_types, log=context.log.info
             )
         except _expected_errors() as exc:
             raise _fail(exc) from None
@@ -235,7 +244,7 @@ def build_model_assets(
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
-        name=f"{name}_champion",
+        name=model_asset(name, "champion"),
         deps=[evaluation.key, training_statistics.key],
         kinds={"mlflow"},
         description=f"Applies the promotion rule: the `champion` alias moves to the candidate only "
@@ -244,11 +253,11 @@ def build_model_assets(
         "its reason are recorded as MLflow tags and a decision run.",
         **common,
     )
-    def champion(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def champion(context: dg.AssetExecutionContext, mlflow: MLflowResource) -> dg.MaterializeResult:
         from mallard.models.evaluation import apply_promotion
 
         try:
-            decision = apply_promotion(spec, lake.settings(), log=context.log.info)
+            decision = apply_promotion(spec, mlflow.settings(), log=context.log.info)
         except _expected_errors() as exc:
             raise _fail(exc) from None
         return dg.MaterializeResult(
@@ -263,7 +272,7 @@ def build_model_assets(
         )
 
     @dg.asset(
-        name=f"{name}_explanations",
+        name=model_asset(name, "explanations"),
         deps=[champion.key],
         # Explanations follow the champion (a promotion, a rollback job, a re-materialization).
         automation_condition=dg.AutomationCondition.eager(),
@@ -276,11 +285,13 @@ def build_model_assets(
         ),
         **common,
     )
-    def explanations(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def explanations(
+        context: dg.AssetExecutionContext, mlflow: MLflowResource
+    ) -> dg.MaterializeResult:
         from mallard.models.explain import explain_champion
 
         try:
-            result = explain_champion(spec, lake.settings(), feature_types, log=context.log.info)
+            result = explain_champion(spec, mlflow.settings(), feature_types, log=context.log.info)
         except _expected_errors() as exc:
             raise _fail(exc) from None
         metadata = {
@@ -310,7 +321,9 @@ class RollbackConfig(dg.Config):
 
 
 @dg.op(description="Move a model's `champion` alias back and record the decision.")
-def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, lake: LakeResource):
+def rollback_champion(
+    context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MLflowResource
+):
     from mallard.models.registry import RegistryError, rollback
 
     if config.model not in MODELS:
@@ -318,12 +331,14 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, la
             description=f"no model named {config.model!r} (models: {', '.join(MODELS.names)})"
         )
     try:
-        decision = rollback(lake.settings(), config.model, config.to_version or None, config.reason)
+        decision = rollback(
+            mlflow.settings(), config.model, config.to_version or None, config.reason
+        )
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from None
     context.log.info(decision.reason)
     yield dg.AssetMaterialization(
-        asset_key=f"{config.model}_champion",
+        asset_key=model_asset(config.model, "champion"),
         metadata={
             "decision": "rollback",
             "reason": decision.reason,
@@ -333,21 +348,3 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, la
         },
     )
     yield dg.Output(decision.champion_after)
-
-
-@dg.job(
-    name="rollback",
-    description="Roll a model's champion back (config: model, to_version (0 = previous), reason).",
-)
-def rollback_job():
-    rollback_champion()
-
-
-train_models = dg.define_asset_job(
-    "train_models",
-    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
-    description="Train every declared model's candidate, record its statistics, evaluate it "
-    "against the champion, apply the promotion rule and explain the champion.",
-)
-
-MODEL_JOBS = [train_models, rollback_job]

@@ -9,9 +9,10 @@ import datetime as dt
 import dagster as dg
 
 from assets.common import daily_partitions, markdown_table, partition_days, trend_plot
+from assets.names import model_asset, monitoring_asset
 from catalog.monitoring import MONITORED
 from mallard.monitoring.specs import MonitoringSpec
-from resources.lake import LakeResource
+from resources import LakeResource, MLflowResource
 
 
 def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
@@ -31,21 +32,21 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
     )
 
     @dg.asset(
-        name=f"{name}_predictions",
+        name=monitoring_asset(name, "predictions"),
         description=f"Each day's active customers scored by the {name} champion (and, after a "
         "promotion, by the previous champion in shadow), appended to the prediction log.",
-        deps=[*service_views, f"{name}_champion"],
+        deps=[*service_views, model_asset(name, "champion")],
         check_specs=[
             dg.AssetCheckSpec(
                 "input_quality",
-                asset=f"{name}_predictions",
+                asset=monitoring_asset(name, "predictions"),
                 description="Nulls and out-of-range values against training statistics.",
             )
         ],
         kinds={"mlflow", "delta"},
         **common,
     )
-    def predictions(context: dg.AssetExecutionContext, lake: LakeResource):
+    def predictions(context: dg.AssetExecutionContext, mlflow: MLflowResource):
         import pandas as pd
 
         from mallard.models.loading import load_version, resolve_version
@@ -54,7 +55,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         from mallard.monitoring import predictions as log
         from mallard.monitoring.scoring import active_entities, day_start, features_for, predict
 
-        settings = lake.settings()
+        settings = mlflow.settings()
         champion = load_version(settings, name, resolve_version(settings, name))
         stack = history(client(settings), name)
         previous = [v for v in stack if v != champion.version]
@@ -120,17 +121,19 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         )
 
     @dg.asset(
-        name=f"{name}_drift",
+        name=monitoring_asset(name, "drift"),
         description=f"Evidently data drift of each day's {name} inputs against the rows the champion "
         "was evaluated on (sampled), with the HTML report and the drift-share trend.",
         deps=[predictions.key],
-        check_specs=[dg.AssetCheckSpec("drift_share_below_threshold", asset=f"{name}_drift")],
+        check_specs=[
+            dg.AssetCheckSpec("drift_share_below_threshold", asset=monitoring_asset(name, "drift"))
+        ],
         kinds={"evidently"},
         # A day's report follows its predictions: no decision here, so no sensor.
         automation_condition=dg.AutomationCondition.eager(),
         **common,
     )
-    def drift(context: dg.AssetExecutionContext, lake: LakeResource):
+    def drift(context: dg.AssetExecutionContext, mlflow: MLflowResource):
         import json
 
         import pandas as pd
@@ -141,7 +144,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         from mallard.monitoring.drift import DriftInputError, drift_report, report_path
         from mallard.monitoring.scoring import reference_rows
 
-        settings = lake.settings()
+        settings = mlflow.settings()
         champion = load_version(settings, name, resolve_version(settings, name))
         reference = reference_rows(settings, champion)
         numerical = [f for f in features if f not in champion.categorical]
@@ -244,7 +247,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         )
 
     @dg.asset(
-        name=f"{name}_outcomes",
+        name=monitoring_asset(name, "outcomes"),
         description=f"{name} predictions joined with the labels that arrived "
         f"{mon.label_delay_days} days later; a day is filled once its labels are known.",
         deps=[predictions.key, training_set.label_source.name],
@@ -276,23 +279,27 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         )
 
     @dg.asset(
-        name=f"{name}_performance",
+        name=monitoring_asset(name, "performance"),
         description=f"{name}'s daily {spec.metric} on outcomes (champion and shadow), the trend, "
         "and Evidently's quality report of the latest day.",
         deps=[outcomes.key],
-        check_specs=[dg.AssetCheckSpec("metric_within_tolerance", asset=f"{name}_performance")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "metric_within_tolerance", asset=monitoring_asset(name, "performance")
+            )
+        ],
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"evidently"},
         **common,
     )
-    def performance(context: dg.AssetExecutionContext, lake: LakeResource):
+    def performance(context: dg.AssetExecutionContext, mlflow: MLflowResource):
         from mallard.models.evaluation import EVALUATION_ARTIFACT
         from mallard.models.loading import load_json_artifact, load_version, resolve_version
         from mallard.monitoring import outcomes as out
         from mallard.monitoring import results
         from mallard.monitoring.performance import daily_metrics, quality_report
 
-        settings = lake.settings()
+        settings = mlflow.settings()
         days = partition_days(context)
         frame = out.read_outcomes(settings, name, first_day=days[0], last_day=days[-1])
         champion = load_version(settings, name, resolve_version(settings, name))

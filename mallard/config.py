@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,11 +38,37 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    lake_root: Path | None = None
+    mlflow_tracking_uri: str = ""
+    llm_base_url: str | None = None
+    llm_api_key_env: str | None = None
+    judge_endpoint: str | None = None
+    duckdb_memory_limit: str | None = None
 
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("lake_root", mode="after")
+    @classmethod
+    def _absolute_lake_root(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("llm_base_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "must be an http(s) URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8765/v1"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _default_mlflow_store(self) -> Settings:
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self
 
     @field_validator("sample_scale", mode="after")
     @classmethod
@@ -65,8 +91,8 @@ class Settings(BaseSettings):
 
     @property
     def lake_dir(self) -> Path:
-        """Delta tables owned by Mallard (features, logs, scores)."""
-        return self.home / "lake"
+        """Delta tables owned by Mallard (features, logs, scores): MALLARD_LAKE_ROOT or home/lake."""
+        return self.lake_root or self.home / "lake"
 
     @property
     def sample_dir(self) -> Path:
@@ -78,12 +104,18 @@ class Settings(BaseSettings):
         return self.home / "reports"
 
     @property
+    def duckdb_spill_dir(self) -> Path:
+        """Where DuckDB spills joins that exceed its memory limit."""
+        return self.home / "tmp" / "duckdb"
+
+    @property
     def mlflow_dir(self) -> Path:
         return self.home / "mlflow"
 
     @property
-    def mlflow_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+    def mlflow_is_local(self) -> bool:
+        """Whether MLflow is the embedded SQLite store (its artifacts then live under home)."""
+        return self.mlflow_tracking_uri.startswith(("sqlite:", "file:", "/"))
 
     @property
     def monitoring_dir(self) -> Path:

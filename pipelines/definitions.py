@@ -6,16 +6,15 @@ import dagster as dg
 
 from assets.features import FEATURE_VIEW_ASSETS, TRAINING_SET_ASSETS, online_store
 from assets.llm import LLM_ASSETS
-from assets.llm_evals import EVAL_ASSETS, EVAL_JOBS, EVAL_SENSORS
-from assets.models import MODEL_ASSETS, MODEL_JOBS
+from assets.llm_evals import EVAL_ASSETS
+from assets.models import MODEL_ASSETS
 from assets.monitoring import MONITORING_ASSETS
 from assets.sources import SOURCE_ASSETS
-from mallard.config import get_settings
-from pipelines.jobs import JOBS, RETRAIN_JOBS, WEEKLY_RETRAIN
+from pipelines.jobs import JOBS, OFFLINE_EVAL_JOBS, RETRAIN_JOBS
+from pipelines.schedules import SCHEDULES
 from resources import resources_for_env
-from sensors.retrain import build_retrain_sensor, post_promotion_guard
-
-settings = get_settings()
+from sensors.llm_evals import build_prompt_version_sensor
+from sensors.monitoring import build_retrain_sensor, post_promotion_guard
 
 defs = dg.Definitions(
     assets=[
@@ -28,8 +27,12 @@ defs = dg.Definitions(
         *LLM_ASSETS,
         *EVAL_ASSETS,
     ],
-    jobs=[*JOBS, *MODEL_JOBS, *EVAL_JOBS],
-    schedules=WEEKLY_RETRAIN,
-    sensors=[build_retrain_sensor(RETRAIN_JOBS), post_promotion_guard, *EVAL_SENSORS],
-    resources=resources_for_env(settings.env),
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=[
+        build_retrain_sensor(RETRAIN_JOBS),
+        post_promotion_guard,
+        build_prompt_version_sensor(OFFLINE_EVAL_JOBS),
+    ],
+    resources=resources_for_env(),
 )

@@ -23,12 +23,38 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from assets.names import (
+    monitor_job,
+    offline_eval_job,
+    outcomes_job,
+    promotion_key,
+    prompt_version_key,
+)
 from mallard.config import Settings, load_settings
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 FIRST_TODAY = 59  # the day the first models are trained on (the shift starts on day 60)
 CHUNK_DAYS = 10
+
+
+def _demo_loggers() -> dict:
+    import logging
+
+    import dagster as dg
+
+    @dg.logger(
+        config_schema={"path": str},
+        description="Every Dagster event of the demo's runs, DEBUG included, appended to a file.",
+    )
+    def debug_file(init_context):
+        logger = logging.Logger("mallard-demo-debug", level=logging.DEBUG)
+        handler = logging.FileHandler(init_context.logger_config["path"])
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        return logger
+
+    return {"console": dg.colored_console_logger, "debug_file": debug_file}
 
 
 @dataclass
@@ -43,6 +69,7 @@ class DemoRun:
     llm: dict[str, object] = field(default_factory=dict)
     prompt_gate: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    debug_log: str = ""
 
     @property
     def success(self) -> bool:
@@ -89,8 +116,23 @@ def run_demo(
 
     from pipelines.definitions import defs
 
+    loggers = _demo_loggers()
+
     def day(n: int) -> dt.date:
         return spec.start_date + dt.timedelta(days=n)
+
+    log_path = settings.home / "logs" / "demo-dagster-debug.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    demo.debug_log = str(log_path)
+    # The story and Dagster's INFO lines on the console; every DEBUG event in the log file.
+    logging_config = {
+        "loggers": {
+            "console": {"config": {"log_level": "INFO"}},
+            "debug_file": {"config": {"path": str(log_path)}},
+        }
+    }
+    print(f"[demo] Dagster's DEBUG log: {log_path}")
 
     with dg.DagsterInstance.get() as instance:
 
@@ -106,8 +148,9 @@ def run_demo(
                 tags |= {RANGE_START: day(first).isoformat(), RANGE_END: day(last).isoformat()}
                 label += f" days {first}–{last} ({day(first)} … {day(last)})"
             step = time.perf_counter()
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False
+            job = defs.resolve_job_def(job_name).with_logger_defs(loggers)
+            result = job.execute_in_process(
+                instance=instance, tags=tags, raise_on_error=False, run_config=logging_config
             )
             seconds = time.perf_counter() - step
             demo.runs.append((job_name, result.run_id, result.success, seconds))
@@ -134,17 +177,41 @@ def run_demo(
         if steps_ok:
             steps_ok = run("load_online_store") and run("llm_prompts")
         if steps_ok:
-            from assets.llm_evals import demo_eval_runs
-
-            for job, tags in demo_eval_runs(instance, settings):
+            for job, tags in demo_eval_runs(instance):
                 if not run(job, tags=tags):
                     break
-            demo.prompt_gate = _latest_metadata(
-                instance, dg.AssetKey.from_user_string("prompt_promotions/support_assistant")
-            )
+            demo.prompt_gate = _latest_metadata(instance, promotion_key("support_assistant"))
         demo.llm = _latest_metadata(instance, dg.AssetKey("support_assistant_demo"))
     demo.seconds = time.perf_counter() - started
     return demo
+
+
+def demo_eval_runs(instance) -> list[tuple[str, dict[str, str]]]:
+    """After prompt_versions: add the prompt-version partitions (no sensor ticks in process) and
+    return (job, run tags) in order: import the datasets, calibrate the judges, evaluate the live
+    and the staging version of each gated eval's prompt, run the gate."""
+    from catalog.evals import EVALS
+    from resources import open_resources
+    from sensors.llm_evals import add_prompt_version_partitions
+
+    with open_resources() as resources:
+        registry = resources.prompts.registry()
+    add_prompt_version_partitions(instance, registry)
+    runs: list[tuple[str, dict[str, str]]] = [
+        ("import_eval_datasets", {}),
+        ("calibrate_judges", {}),
+    ]
+    for ev in EVALS:
+        labels = registry.labels(ev.prompt)
+        wanted = [ev.gate.label, ev.gate.candidate_label] if ev.gate else ["live"]
+        versions = list(dict.fromkeys(labels[label] for label in wanted if label in labels))
+        runs += [
+            (offline_eval_job(ev.name), {"dagster/partition": prompt_version_key(v)})
+            for v in versions
+        ]
+    if any(ev.gate for ev in EVALS):
+        runs.append(("promote_prompt", {}))
+    return runs
 
 
 def _latest_metadata(instance, key) -> dict[str, object]:
@@ -171,19 +238,19 @@ def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bo
         if not run("build_features", first, last):
             return False
         for mon in MONITORED:
-            if not run(f"monitor_{mon.model}", first, last):
+            if not run(monitor_job(mon.model), first, last):
                 return False
             known_first = max(FIRST_TODAY + 1, first - mon.label_delay_days)
             known_last = last - mon.label_delay_days
             if known_last >= known_first and not run(
-                f"collect_outcomes_{mon.model}", known_first, known_last
+                outcomes_job(mon.model), known_first, known_last
             ):
                 return False
         for name, sensor in sensors.items():
-            context = dg.build_sensor_context(
+            with dg.build_sensor_context(
                 instance=instance, cursor=cursors[name], definitions=defs, resources=defs.resources
-            )
-            result = sensor.evaluate_tick(context)
+            ) as context:
+                result = sensor.evaluate_tick(context)
             cursors[name] = result.cursor
             if (
                 name == "post_promotion_guard"
@@ -199,18 +266,20 @@ def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bo
                 if not run(request.job_name, tags=tags):
                     return False
                 demo.story.append(
-                    f"day {last} ({day(last)}): {_decision(demo.settings, tags.get('mallard/retrain'))}"
+                    f"day {last} ({day(last)}): {_decision(tags.get('mallard/retrain'))}"
                 )
     return True
 
 
-def _decision(settings: Settings, model: str | None) -> str:
+def _decision(model: str | None) -> str:
     """The latest recorded champion decision of a model, as one line."""
-    from mallard.models.registry import client
+    from resources import open_resources
 
     if not model:
         return "no decision"
-    tag = client(settings).get_registered_model(model).tags.get("mallard.last_decision")
+    with open_resources() as resources:
+        registered = resources.mlflow.client().get_registered_model(model)
+    tag = registered.tags.get("mallard.last_decision")
     if not tag:
         return "no decision recorded"
     decision = json.loads(tag)
@@ -252,6 +321,8 @@ def print_summary(demo: DemoRun) -> None:
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
     print(f"  reports         {settings.reports_dir}")
+    if demo.debug_log:
+        print(f"  Dagster DEBUG   {demo.debug_log}")
     print(
         "  next            make dev     → http://127.0.0.1:3000 (Assets: sources, features, training, monitoring)"
     )

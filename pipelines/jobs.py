@@ -1,13 +1,29 @@
-"""Jobs people launch by name; the demo runs them in order."""
+"""Every job of the code location, by domain: the ones people launch by name, the ones sensors
+request, and the ones the demo runs in order. Names come from assets/names.py."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from assets.models import MODEL_ASSETS, rollback_champion
+from assets.names import (
+    dataset_key,
+    model_assets,
+    monitor_job,
+    monitoring_asset,
+    offline_eval_job,
+    offline_eval_key,
+    outcomes_job,
+    promotion_key,
+    retrain_job,
+)
+from catalog.evals import DATASETS, EVALS
 from catalog.features import TRAINING_SETS
 from catalog.models import MODELS
 from catalog.monitoring import MONITORED
+from resources import end_mlflow_on_run_finished
 
+# Sources and features --------------------------------------------------------------------------
 ingest_sources = dg.define_asset_job(
     "ingest_sources",
     selection=dg.AssetSelection.groups("sources"),
@@ -32,28 +48,51 @@ build_training_sets = dg.define_asset_job(
     description="Join labels with point-in-time features into training sets.",
 )
 
-MODEL_STAGES = ("candidate", "training_statistics", "evaluation", "champion", "explanations")
+FEATURE_JOBS = [ingest_sources, build_features, load_online_store, build_training_sets]
 
+# Models ----------------------------------------------------------------------------------------
+# Jobs that train end every MLflow run with its step (dagster-mlflow's hook).
+MLFLOW_HOOKS = {end_mlflow_on_run_finished}
 
-def _model_assets(model: str) -> list[str]:
-    return [f"{model}_{stage}" for stage in MODEL_STAGES]
-
+train_models = dg.define_asset_job(
+    "train_models",
+    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
+    description="Train every declared model's candidate, record its statistics, evaluate it "
+    "against the champion, apply the promotion rule and explain the champion.",
+    hooks=MLFLOW_HOOKS,
+)
 
 RETRAIN_JOBS = [
     dg.define_asset_job(
-        f"retrain_{spec.name}",
-        selection=dg.AssetSelection.assets(spec.training_set, *_model_assets(spec.name)),
+        retrain_job(spec.name),
+        selection=dg.AssetSelection.assets(spec.training_set, *model_assets(spec.name)),
         description=f"Rebuild {spec.training_set} as of today and retrain {spec.name}; the new "
         "candidate is promoted only if it beats the champion by the promotion rule.",
         tags={"mallard/retrain": spec.name},
+        hooks=MLFLOW_HOOKS,
     )
     for spec in MODELS
 ]
 
+
+@dg.job(
+    name="rollback",
+    description="Roll a model's champion back (config: model, to_version (0 = previous), reason).",
+    hooks=MLFLOW_HOOKS,
+)
+def rollback_job():
+    rollback_champion()
+
+
+MODEL_JOBS = [train_models, *RETRAIN_JOBS, rollback_job]
+
+# Monitoring ------------------------------------------------------------------------------------
 MONITOR_JOBS = [
     dg.define_asset_job(
-        f"monitor_{mon.model}",
-        selection=dg.AssetSelection.assets(f"{mon.model}_predictions", f"{mon.model}_drift"),
+        monitor_job(mon.model),
+        selection=dg.AssetSelection.assets(
+            monitoring_asset(mon.model, "predictions"), monitoring_asset(mon.model, "drift")
+        ),
         description=f"Score the day's customers with {mon.model} and report drift.",
     )
     for mon in MONITORED
@@ -61,36 +100,51 @@ MONITOR_JOBS = [
 
 OUTCOME_JOBS = [
     dg.define_asset_job(
-        f"collect_outcomes_{mon.model}",
-        selection=dg.AssetSelection.assets(f"{mon.model}_outcomes", f"{mon.model}_performance"),
+        outcomes_job(mon.model),
+        selection=dg.AssetSelection.assets(
+            monitoring_asset(mon.model, "outcomes"), monitoring_asset(mon.model, "performance")
+        ),
         description=f"Join {mon.model}'s predictions with late labels and report performance.",
     )
     for mon in MONITORED
 ]
 
+MONITORING_JOBS = [*MONITOR_JOBS, *OUTCOME_JOBS]
+
+# LLM and evals ---------------------------------------------------------------------------------
 llm_prompts = dg.define_asset_job(
     "llm_prompts",
     selection=dg.AssetSelection.groups("llm"),
     description="Register prompt versions and run the support-assistant chain on a few questions.",
 )
 
-JOBS = [
-    ingest_sources,
-    build_features,
-    load_online_store,
-    build_training_sets,
-    *RETRAIN_JOBS,
-    *MONITOR_JOBS,
-    *OUTCOME_JOBS,
-    llm_prompts,
+import_eval_datasets = dg.define_asset_job(
+    "import_eval_datasets",
+    selection=dg.AssetSelection.assets(*[dataset_key(d.name) for d in DATASETS]),
+    description="Import the declared eval datasets (a changed file becomes a new version).",
+)
+
+calibrate_judges = dg.define_asset_job(
+    "calibrate_judges",
+    selection=dg.AssetSelection.assets("judge_calibration"),
+    description="Measure each judge's agreement with the human verdicts.",
+)
+
+promote_prompt = dg.define_asset_job(
+    "promote_prompt",
+    selection=dg.AssetSelection.assets(*[promotion_key(ev.name) for ev in EVALS if ev.gate]),
+    description="Run the promotion gate: move `live` to the candidate only if the evals allow it.",
+)
+
+OFFLINE_EVAL_JOBS = [
+    dg.define_asset_job(
+        offline_eval_job(ev.name),
+        selection=dg.AssetSelection.assets(offline_eval_key(ev.name)),
+        description=f"Run offline eval {ev.name} for one prompt version (partition).",
+    )
+    for ev in EVALS
 ]
 
-WEEKLY_RETRAIN = [
-    dg.ScheduleDefinition(
-        name=f"weekly_{job.name}",
-        job=job,
-        cron_schedule="0 3 * * 1",
-        description="Retrain every Monday at 03:00 UTC regardless of drift.",
-    )
-    for job in RETRAIN_JOBS
-]
+LLM_JOBS = [llm_prompts, import_eval_datasets, calibrate_judges, *OFFLINE_EVAL_JOBS, promote_prompt]
+
+JOBS = [*FEATURE_JOBS, *MODEL_JOBS, *MONITORING_JOBS, *LLM_JOBS]

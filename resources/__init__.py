@@ -1,5 +1,37 @@
-"""ConfigurableResources that hand mallard's clients to assets, chosen per MALLARD_ENV."""
+"""ConfigurableResources that hand Mallard's clients to assets, sensors, the CLI and the server.
 
-from resources.lake import LakeResource, resources_for_env
+One module per client; `resources_for_env` (resources/deployment.py) chooses them per MALLARD_ENV.
+"""
 
-__all__ = ["LakeResource", "resources_for_env"]
+from resources.alerts import AlertSinkResource
+from resources.deployment import (
+    PROD_OPTIONAL,
+    PROD_VARIABLES,
+    RESOURCE_KEYS,
+    check_prod_environment,
+    open_resources,
+    resources_for_env,
+)
+from resources.lake import LakeDuckDBResource, LakeResource
+from resources.llm import LLMResource, PromptRegistryResource
+from resources.mlflow import MLflowResource, end_mlflow_on_run_finished
+from resources.online_store import OnlineStoreResource
+from resources.traces import TraceStoreResource
+
+__all__ = [
+    "PROD_OPTIONAL",
+    "PROD_VARIABLES",
+    "RESOURCE_KEYS",
+    "AlertSinkResource",
+    "LLMResource",
+    "LakeDuckDBResource",
+    "LakeResource",
+    "MLflowResource",
+    "OnlineStoreResource",
+    "PromptRegistryResource",
+    "TraceStoreResource",
+    "check_prod_environment",
+    "end_mlflow_on_run_finished",
+    "open_resources",
+    "resources_for_env",
+]

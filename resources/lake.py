@@ -1,38 +1,56 @@
-"""The lake resource: Mallard's settings and DuckDB connections for assets."""
+"""The lake: MALLARD_HOME and the Delta lake's root (the settings every library call takes), and
+DuckDB connections on it through dagster-duckdb's resource."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from mallard.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import duckdb
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where Mallard's data lives (MALLARD_HOME) and how assets open DuckDB on it."""
+    """Where Mallard's data lives: MALLARD_HOME, and the lake root (default `<home>/lake`)."""
 
     home: str
+    lake_root: str = ""
+    duckdb_memory_limit: str = ""
 
     def settings(self) -> Settings:
-        return load_settings(home=self.home)
+        """Mallard's settings with this lake's locations (the rest from MALLARD_* variables)."""
+        overrides: dict[str, object] = {"home": self.home}
+        if self.lake_root:
+            overrides["lake_root"] = self.lake_root
+        if self.duckdb_memory_limit:
+            overrides["duckdb_memory_limit"] = self.duckdb_memory_limit
+        return load_settings(**overrides)
 
-    def connect(self, extensions: tuple[str, ...] = ()) -> duckdb.DuckDBPyConnection:
+
+class LakeDuckDBResource(DuckDBResource):
+    """dagster-duckdb's resource, with connections opened by `mallard.lake`: the offline
+    extensions from their PyPI wheels (never downloaded), UTC, and the lake's memory limit and
+    spill folder."""
+
+    database: str = ":memory:"
+    extensions: list[str] = ["delta"]
+    lake: LakeResource
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:  # type: ignore[override]
         from mallard.lake import connect
 
-        return connect(extensions=extensions)
-
-
-def resources_for_env(env: str) -> dict[str, Any]:
-    """The resources for one MALLARD_ENV: `local` (embedded) or `prod` (explicit locations)."""
-    if env == "local":
-        from mallard.config import get_settings
-
-        return {"lake": LakeResource(home=str(get_settings().home))}
-    if env == "prod":
-        # Production names every location explicitly; nothing falls back to a working directory.
-        return {"lake": LakeResource(home=dg.EnvVar("MALLARD_HOME"))}
-    raise ValueError(f"MALLARD_ENV={env!r} is not valid: choose local or prod")
+        con = connect(
+            self.database, extensions=tuple(self.extensions), settings=self.lake.settings()
+        )
+        try:
+            yield con
+        finally:
+            con.close()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 TEST_END_DATE = dt.date(2026, 6, 30)
 TEST_SCALE = 0.1  # 2,000 customers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The daily partitions are fixed when assets/ is first imported: make the session's "today"
+    # the test world's last day, whichever test imports the definitions first.
+    os.environ["MALLARD_END_DATE"] = TEST_END_DATE.isoformat()
 
 
 @pytest.fixture
@@ -107,3 +117,58 @@ def postgres_dsn():
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A throw-away redis-server (no persistence) on a free local port, stopped afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: run `make services` (Debian package redis-server)"
+        )
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"redis-server did not start on port {port}: {output}")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

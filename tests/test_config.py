@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mallard.cli import main
+from cli.main import main
 from mallard.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

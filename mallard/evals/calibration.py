@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mallard.evals import store
+from mallard.evals.datasets import snapshot_for
 from mallard.evals.graders.base import Grade, GradeContext, Grader, Sample
+from mallard.evals.progress import no_progress
 from mallard.evals.stats import accuracy, cohen_kappa, spearman
 
 
@@ -351,7 +353,6 @@ def run_calibration(
 ) -> tuple[list[CalibrationReport], dict[str, Any]]:
     """Calibrate the declared judges (or `judges`) on the calibration dataset (its declared slice
     when `slice_name` is True) and record the reports. Returns (reports, run info)."""
-    from mallard.evals.runs import no_progress, snapshot_for
 
     cal = catalog.calibration
     if cal is None:

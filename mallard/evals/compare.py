@@ -20,7 +20,8 @@ from typing import Any
 from mallard.evals import store
 from mallard.evals.calibration import Trust, judge_trust
 from mallard.evals.graders.base import GradeContext, Sample
-from mallard.evals.runs import GradeCache, grade_samples, latest_run, no_progress
+from mallard.evals.progress import no_progress
+from mallard.evals.runs import GradeCache, grade_samples, latest_run
 from mallard.evals.spec import EvalCatalog, Gate
 from mallard.evals.stats import paired_bootstrap
 

@@ -587,3 +587,24 @@ def dataset_versions(name: str, *, settings: Any = None) -> list[dict[str, Any]]
             }
         )
     return out
+
+
+def snapshot_for(
+    catalog: Any,
+    dataset: str,
+    *,
+    version: int | None,
+    settings: Any,
+    import_latest: bool = False,
+) -> DatasetSnapshot:
+    """A dataset version: the pinned one, else the latest (importing the file first when asked or
+    when nothing was imported yet)."""
+    if version is None and import_latest:
+        import_dataset(catalog.dataset(dataset), settings=settings)
+    try:
+        return load_dataset(dataset, version, settings=settings)
+    except LookupError:
+        if version is not None:
+            raise
+        import_dataset(catalog.dataset(dataset), settings=settings)
+        return load_dataset(dataset, None, settings=settings)

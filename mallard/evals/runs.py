@@ -17,29 +17,17 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mallard.evals import store
-from mallard.evals.datasets import DatasetSnapshot, import_dataset, load_dataset
+from mallard.evals.calibration import judge_trust
+from mallard.evals.datasets import DatasetSnapshot, snapshot_for
 from mallard.evals.graders.base import Grade, GradeContext, Grader, Sample
+from mallard.evals.progress import Progress, no_progress
 from mallard.evals.spec import EvalCatalog, OfflineEval
-
-Progress = Callable[[str, int], Any]  # (description, total) -> an object with update(n) and close()
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def no_progress(description: str, total: int) -> _NoProgress:
-    return _NoProgress()
 
 
 class PinnedRegistry:
@@ -345,27 +333,6 @@ def select_items(
     return items[:limit] if limit is not None else items
 
 
-def snapshot_for(
-    catalog: EvalCatalog,
-    dataset: str,
-    *,
-    version: int | None,
-    settings: Any,
-    import_latest: bool = False,
-) -> DatasetSnapshot:
-    """A dataset version: the pinned one, else the latest (importing the file first when asked or
-    when nothing was imported yet)."""
-    if version is None and import_latest:
-        import_dataset(catalog.dataset(dataset), settings=settings)
-    try:
-        return load_dataset(dataset, version, settings=settings)
-    except LookupError:
-        if version is not None:
-            raise
-        import_dataset(catalog.dataset(dataset), settings=settings)
-        return load_dataset(dataset, None, settings=settings)
-
-
 def run_offline_eval(
     catalog: EvalCatalog,
     eval_name: str,
@@ -388,7 +355,6 @@ def run_offline_eval(
 ) -> EvalRun:
     """Answer and grade one prompt version on a dataset (slice) and append the rows to
     `judge_scores`. `slice_name=True` uses the eval's declared slice, None/False the whole dataset."""
-    from mallard.evals.calibration import judge_trust
 
     started = time.perf_counter()
     ev = catalog.eval(eval_name)

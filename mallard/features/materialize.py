@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mallard.config import Settings
-from mallard.features.online import OnlineResult, OnlineStore, ReadRequest, open_online_store
+from mallard.features.online import OnlineResult, OnlineStore, ReadRequest
 from mallard.features.online.materialize import materialize_view
 from mallard.features.specs import FeatureRegistry
 
@@ -29,14 +29,6 @@ class MaterializeStats:
     keys_applied: int
     watermark: int | None
     seconds: float
-
-
-def open_configured_store(settings: Settings) -> OnlineStore:
-    """The online store MALLARD_ONLINE_STORE selects (SQLite under MALLARD_HOME, or Redis)."""
-    if settings.online_store == "redis":
-        return open_online_store("redis", url=settings.redis_url)
-    settings.online_store_path.parent.mkdir(parents=True, exist_ok=True)
-    return open_online_store("sqlite", path=str(settings.online_store_path))
 
 
 def _watermarks_path(settings: Settings, store: OnlineStore) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mallard.config import Settings
 from mallard.specs import DeclarationError, check_identifier
+
+if TYPE_CHECKING:
+    import duckdb
 
 SourceKind = Literal["parquet", "csv", "json", "delta", "iceberg", "postgres"]
 _EXTENSION_FOR_KIND = {"delta": "delta", "iceberg": "iceberg", "postgres": "postgres"}
@@ -112,15 +115,25 @@ class SourceProfile:
     fingerprint: str
 
 
-def profile_source(source: Source, settings: Settings) -> SourceProfile:
-    """Read a source through DuckDB and describe it; fails naming the source if it is unreadable."""
+def profile_source(
+    source: Source, settings: Settings, con: duckdb.DuckDBPyConnection | None = None
+) -> SourceProfile:
+    """Read a source through DuckDB and describe it; fails naming the source if it is unreadable.
+
+    On a connection of the caller's (left open), or on one of its own."""
     import hashlib
 
     import duckdb
 
     from mallard.lake import connect
+    from mallard.lake.duck import load_extension
 
-    con = connect(extensions=source.extensions)
+    own = con is None
+    if con is None:
+        con = connect(extensions=source.extensions)
+    else:
+        for ext in source.extensions:
+            load_extension(con, ext)
     relation = f"the {source.kind} source"
     try:
         for statement in source.setup_sql():
@@ -143,6 +156,7 @@ def profile_source(source: Source, settings: Settings) -> SourceProfile:
     except duckdb.Error as exc:
         raise DeclarationError(f"Source {source.name!r}: cannot read {relation}: {exc}") from exc
     finally:
-        con.close()
+        if own:
+            con.close()
     digest = hashlib.sha256(repr((columns, row_count, low, high)).encode()).hexdigest()[:16]
     return SourceProfile(int(row_count), columns, low, high, digest)

@@ -58,6 +58,7 @@ from mallard.llm.resilience import (
 )
 from mallard.llm.structured import REPAIR_OVERHEAD_TOKENS, OutputSpec, repair_messages
 from mallard.llm.tracing import TraceRecorder, new_trace_id, trace_row
+from mallard.traces.store import trace_store
 
 Messages = str | Sequence[dict[str, Any]]
 
@@ -260,7 +261,10 @@ class LLMClient:
         self.endpoints = endpoints if isinstance(endpoints, Endpoints) else Endpoints(endpoints)
         llm_home = Path(settings.home) / "llm"
         self.exact_cache = (
-            ExactCache(llm_home / "cache.sqlite") if exact_cache is True else (exact_cache or None)
+            ExactCache(llm_home / "cache.sqlite")
+            if exact_cache is True
+            # An empty cache is falsy (it has a length): test the type, not the truth.
+            else (exact_cache if isinstance(exact_cache, ExactCache) else None)
         )
         self._semantic: SemanticCache | None = None
         self._semantic_setting = semantic_cache
@@ -270,9 +274,9 @@ class LLMClient:
             budget_ledger = BudgetLedger(self.budgets, llm_home / "budget.sqlite")
         self.ledger = budget_ledger
         self.traces = (
-            TraceRecorder(Path(settings.lake_dir) / "traces")
+            trace_store(settings).recorder()
             if traces is True
-            else (traces or None)
+            else (traces if isinstance(traces, TraceRecorder) else None)
         )
         self._owns_traces = traces is True
         self.metrics = metrics or default_metrics()

@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -281,3 +281,24 @@ class Endpoints(Mapping[str, Endpoint]):
         """The endpoint followed by its declared fallbacks, in order."""
         first = self[name]
         return [first, *(self[f] for f in first.fallbacks)]
+
+    def served_at(self, base_url: str, api_key_env: str | None = None) -> Endpoints:
+        """These endpoints with every local model served by one OpenAI-compatible server instead.
+
+        In production no model runs inside a Dagster step or an API worker: a llama.cpp server,
+        vLLM or Ollama at `base_url` serves each local endpoint's model under its model id, and
+        names, prices, limits and fallbacks stay as declared.
+        """
+        served = []
+        for endpoint in self._by_name.values():
+            if endpoint.is_local:
+                endpoint = replace(
+                    endpoint,
+                    provider="openai-compatible",
+                    base_url=base_url,
+                    api_key_env=api_key_env,
+                    gguf=None,
+                    description=f"{endpoint.description} (served at {base_url})".strip(),
+                )
+            served.append(endpoint)
+        return Endpoints(served)

@@ -41,7 +41,8 @@ def client(settings: Settings) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
-    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    if settings.mlflow_is_local:
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     return MlflowClient(
@@ -64,11 +65,9 @@ def ensure_experiment(
     existing = c.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    return c.create_experiment(
-        name,
-        artifact_location=f"{artifact_root(settings)}/{model}",
-        tags={"mallard.model": model},
-    )
+    # A tracking server keeps artifacts where it is configured to; the embedded store, under home.
+    location = f"{artifact_root(settings)}/{model}" if settings.mlflow_is_local else None
+    return c.create_experiment(name, artifact_location=location, tags={"mallard.model": model})
 
 
 def version_for_alias(c: MlflowClient, model: str, alias: str) -> ModelVersion | None:

@@ -62,8 +62,7 @@ class StoredAlert:
     delivery: str
 
 
-def _db(settings: Settings) -> sqlite3.Connection:
-    path = settings.monitoring_dir / "alerts.sqlite"
+def _db(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path)
     con.execute(_SCHEMA)
@@ -93,61 +92,84 @@ def _deliver(url: str, alert: Alert) -> str:
     return "sent" if reply.is_success else f"failed: HTTP {reply.status_code}"
 
 
-def record_alert(settings: Settings, alert: Alert) -> StoredAlert:
-    """Store the alert, then post it to MALLARD_ALERT_WEBHOOK_URL if one is set."""
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    with _db(settings) as con:
-        cursor = con.execute(
-            "INSERT INTO alerts (created_at, kind, subject, day, severity, reason, details, delivery) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                created,
-                alert.kind,
-                alert.subject,
-                alert.day.isoformat() if alert.day else None,
-                alert.severity,
-                alert.reason,
-                json.dumps(alert.details, default=str),
-                "recorded only",
-            ),
+class AlertSink:
+    """Where alerts go: the history table, then a Slack-compatible webhook if one is set."""
+
+    def __init__(self, path: Path | str, webhook_url: str | None = None):
+        self.path = Path(path)
+        self.webhook_url = webhook_url or None
+
+    def record(self, alert: Alert) -> StoredAlert:
+        """Store the alert, then post it to the webhook; a failed post is kept as the delivery."""
+        created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with _db(self.path) as con:
+            cursor = con.execute(
+                "INSERT INTO alerts (created_at, kind, subject, day, severity, reason, details, "
+                "delivery) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    created,
+                    alert.kind,
+                    alert.subject,
+                    alert.day.isoformat() if alert.day else None,
+                    alert.severity,
+                    alert.reason,
+                    json.dumps(alert.details, default=str),
+                    "recorded only",
+                ),
+            )
+            alert_id = int(cursor.lastrowid or 0)
+        delivery = "recorded only"
+        if self.webhook_url:
+            delivery = _deliver(self.webhook_url, alert)
+            with _db(self.path) as con:
+                con.execute(
+                    "UPDATE alerts SET delivery = ? WHERE alert_id = ?", (delivery, alert_id)
+                )
+        return StoredAlert(
+            alert_id,
+            created,
+            alert.kind,
+            alert.subject,
+            alert.day.isoformat() if alert.day else None,
+            alert.severity,
+            alert.reason,
+            dict(alert.details),
+            delivery,
         )
-        alert_id = int(cursor.lastrowid or 0)
-    delivery = "recorded only"
-    if settings.alert_webhook_url:
-        delivery = _deliver(settings.alert_webhook_url, alert)
-        with _db(settings) as con:
-            con.execute("UPDATE alerts SET delivery = ? WHERE alert_id = ?", (delivery, alert_id))
-    return StoredAlert(
-        alert_id,
-        created,
-        alert.kind,
-        alert.subject,
-        alert.day.isoformat() if alert.day else None,
-        alert.severity,
-        alert.reason,
-        dict(alert.details),
-        delivery,
-    )
+
+    def list(
+        self, kind: str | None = None, subject: str | None = None, limit: int = 100
+    ) -> list[StoredAlert]:
+        """The newest alerts first, optionally of one kind or about one subject."""
+        if not self.path.exists():
+            return []
+        query = "SELECT * FROM alerts WHERE 1=1"
+        params: list[object] = []
+        if kind:
+            query, params = query + " AND kind = ?", [*params, kind]
+        if subject:
+            query, params = query + " AND subject = ?", [*params, subject]
+        with _db(self.path) as con:
+            rows = con.execute(
+                query + " ORDER BY alert_id DESC LIMIT ?", [*params, limit]
+            ).fetchall()
+        return [
+            StoredAlert(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
+            for r in rows
+        ]
+
+
+def alerts_path(settings: Settings) -> Path:
+    return settings.monitoring_dir / "alerts.sqlite"
+
+
+def alert_sink(settings: Settings) -> AlertSink:
+    """The alert sink of a deployment: its history table and MALLARD_ALERT_WEBHOOK_URL."""
+    return AlertSink(alerts_path(settings), settings.alert_webhook_url)
 
 
 def list_alerts(
     settings: Settings, kind: str | None = None, subject: str | None = None, limit: int = 100
 ) -> list[StoredAlert]:
-    """The newest alerts first, optionally of one kind or about one subject."""
-    if not (settings.monitoring_dir / "alerts.sqlite").exists():
-        return []
-    query = "SELECT * FROM alerts WHERE 1=1"
-    params: list[object] = []
-    if kind:
-        query, params = query + " AND kind = ?", [*params, kind]
-    if subject:
-        query, params = query + " AND subject = ?", [*params, subject]
-    with _db(settings) as con:
-        rows = con.execute(query + " ORDER BY alert_id DESC LIMIT ?", [*params, limit]).fetchall()
-    return [
-        StoredAlert(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8]) for r in rows
-    ]
-
-
-def alerts_path(settings: Settings) -> Path:
-    return settings.monitoring_dir / "alerts.sqlite"
+    """The newest alerts of a deployment first (see `AlertSink.list`)."""
+    return alert_sink(settings).list(kind, subject, limit)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from evals_helpers import endpoint, register_support_prompts, scripted_reply
+from evals_helpers import register_support_prompts, scripted_reply
 
-from resources.lake import LakeResource
+from resources import resources_for_env
 
 
 @pytest.fixture
@@ -19,13 +19,15 @@ def instance(settings):
 
 def defs_for(settings):
     from assets.llm import LLM_ASSETS
-    from assets.llm_evals import EVAL_ASSETS, EVAL_JOBS, EVAL_SENSORS
+    from assets.llm_evals import EVAL_ASSETS
+    from pipelines.jobs import LLM_JOBS, OFFLINE_EVAL_JOBS
+    from sensors.llm_evals import build_prompt_version_sensor
 
     return dg.Definitions(
         assets=[*LLM_ASSETS, *EVAL_ASSETS],
-        jobs=EVAL_JOBS,
-        sensors=EVAL_SENSORS,
-        resources={"lake": LakeResource(home=str(settings.home))},
+        jobs=LLM_JOBS,
+        sensors=[build_prompt_version_sensor(OFFLINE_EVAL_JOBS)],
+        resources=resources_for_env(),
     )
 
 
@@ -50,17 +52,13 @@ def test_definitions_load_with_the_llm_assets(settings):
 
 
 def test_dataset_assets_and_partition_sensor(settings, instance):
-    from assets.llm_evals import (
-        EVAL_ASSETS,
-        add_prompt_version_partitions,
-        prompt_version_partitions,
-    )
+    from assets.llm_evals import EVAL_ASSETS
     from mallard.llm.prompts import PromptRegistry
+    from pipelines.jobs import OFFLINE_EVAL_JOBS
+    from sensors.llm_evals import add_prompt_version_partitions, build_prompt_version_sensor
 
     datasets = [a for a in EVAL_ASSETS if a.key.path[0] == "eval_datasets"]
-    result = dg.materialize(
-        datasets, instance=instance, resources={"lake": LakeResource(home=str(settings.home))}
-    )
+    result = dg.materialize(datasets, instance=instance, resources=resources_for_env())
     assert result.success
     events = [
         e.event_specific_data.materialization for e in result.get_asset_materialization_events()
@@ -73,39 +71,33 @@ def test_dataset_assets_and_partition_sensor(settings, instance):
     assert meta["support_questions"]["version"].value == 0
 
     register_support_prompts(PromptRegistry.default(settings), "smollm2-local")
-    context = dg.build_sensor_context(
-        instance=instance, resources={"lake": LakeResource(home=str(settings.home))}
-    )
-    tick = prompt_version_partitions(context)
+    prompt_version_partitions = build_prompt_version_sensor(OFFLINE_EVAL_JOBS)
+    with dg.build_sensor_context(instance=instance, resources=resources_for_env()) as context:
+        tick = prompt_version_partitions(context)
+        assert isinstance(tick, dg.SensorResult)
     assert [r.partition_keys for r in tick.dynamic_partitions_requests] == [["v1", "v2"]]
     assert [(r.job_name, r.partition_key) for r in tick.run_requests] == [
         ("offline_eval_support_assistant", "v1"),
         ("offline_eval_support_assistant", "v2"),
     ]
-    assert add_prompt_version_partitions(instance, settings) == {"support_assistant": ["v1", "v2"]}
-    assert isinstance(prompt_version_partitions(context), dg.SkipReason)
+    registry = PromptRegistry.default(settings)
+    assert add_prompt_version_partitions(instance, registry) == {"support_assistant": ["v1", "v2"]}
+    with dg.build_sensor_context(instance=instance, resources=resources_for_env()) as context:
+        assert isinstance(prompt_version_partitions(context), dg.SkipReason)
 
 
 def test_eval_partitions_and_gate_refusal(settings, instance, monkeypatch):
     import assets.llm_evals as module
-    from catalog.llm import ENDPOINTS
-    from mallard.llm.client import LLMClient
     from mallard.llm.prompts import PromptRegistry
     from mallard.llm.testing import FakeOpenAIServer
+    from pipelines.demo import demo_eval_runs
 
     registry = PromptRegistry.default(settings)
-    register_support_prompts(registry, "fake")
-    module.add_prompt_version_partitions(instance, settings)
-    resources = {"lake": LakeResource(home=str(settings.home))}
+    register_support_prompts(registry, "smollm2-local")
     with FakeOpenAIServer(reply=scripted_reply) as server:
-        fake = endpoint("fake", server)
-        monkeypatch.setattr(
-            module,
-            "_client",
-            lambda s, run_id: LLMClient(
-                [*ENDPOINTS.values(), fake], settings=s, run_id=run_id, semantic_cache=False
-            ),
-        )
+        # The local model is served by the scripted server, as production serves every model.
+        monkeypatch.setenv("MALLARD_LLM_BASE_URL", server.base_url)
+        resources = resources_for_env()
         datasets = [a for a in module.EVAL_ASSETS if a.key.path[0] == "eval_datasets"]
         dg.materialize(datasets, instance=instance, resources=resources)
         config = {
@@ -119,7 +111,7 @@ def test_eval_partitions_and_gate_refusal(settings, instance, monkeypatch):
             }
         }
         defs = defs_for(settings)
-        steps = module.demo_eval_runs(instance, settings)
+        steps = demo_eval_runs(instance)
         assert steps == [
             ("import_eval_datasets", {}),
             ("calibrate_judges", {}),

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import seed_home
 
-from mallard.evals.cli import evals
+from cli.evals import evals
 
 
 @pytest.fixture(scope="module")

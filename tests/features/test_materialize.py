@@ -10,12 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from catalog.features import REGISTRY, usage_7d
-from mallard.cli import main
+from cli.main import main
 from mallard.config import load_settings
 from mallard.features.materialize import (
     get_online_features,
     materialize_online,
-    open_configured_store,
 )
 from mallard.features.offline.store import write_view_partitions
 from mallard.features.online import open_online_store
@@ -58,7 +57,7 @@ def usage_table(mallard_home: Path):
 
 def test_incremental_and_newest_wins(usage_table) -> None:
     settings, version = usage_table
-    with open_configured_store(settings) as store:
+    with open_online_store("sqlite", path=str(settings.online_store_path)) as store:
         first = materialize_online(REGISTRY, settings, store, ["usage_7d"])
         assert (first[0].rows_read, first[0].keys_applied) == (3, 3)
         assert materialize_online(REGISTRY, settings, store, ["usage_7d"])[0].rows_read == 0

@@ -48,12 +48,12 @@ def test_materialize_prompts_and_demo(settings, monkeypatch):
     from mallard.llm import embeddings
     from mallard.llm.prompts import PromptRegistry
     from mallard.llm.testing import HashingEmbedder
-    from resources.lake import LakeResource
+    from resources import resources_for_env
 
     monkeypatch.setattr(
         embeddings, "default_embedder", lambda: HashingEmbedder()
     )  # MiniLM over 39 articles is slow here
-    resources = {"lake": LakeResource(home=str(settings.home))}
+    resources = resources_for_env()
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [prompt_versions, support_assistant_demo],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from llm_helpers import metric_value, remote
 
@@ -177,3 +179,20 @@ def test_repeat_skips_both_caches(server, make_client, settings, embedder):
 def test_threshold_is_validated(settings):
     with pytest.raises(ValueError, match="threshold"):
         SemanticCache(settings.home / "x.sqlite", threshold=1.5)
+
+
+def test_an_empty_exact_cache_given_to_the_client_is_used(tmp_path: Path) -> None:
+    from catalog.llm import ENDPOINTS
+    from mallard.config import load_settings
+    from mallard.llm.cache import ExactCache
+    from mallard.llm.client import LLMClient
+
+    cache = ExactCache(tmp_path / "empty.sqlite")
+    assert len(cache) == 0
+    client = LLMClient(
+        ENDPOINTS, settings=load_settings(home=tmp_path), exact_cache=cache, traces=False
+    )
+    try:
+        assert client.exact_cache is cache
+    finally:
+        client.close()

@@ -230,7 +230,7 @@ def test_changed_file_becomes_a_new_version(registry, tmp_path):
 def test_cli(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mallard.llm.prompts.cli import prompts
+    from cli.prompts import prompts
 
     monkeypatch.setenv("MALLARD_HOME", str(tmp_path / "home"))
     runner = CliRunner()

@@ -18,7 +18,8 @@ KINDS = ("candidate", "training_statistics", "evaluation", "champion", "explanat
 
 
 def test_five_assets_per_declared_model_and_the_jobs() -> None:
-    from assets.models import MODEL_ASSETS, MODEL_JOBS
+    from assets.models import MODEL_ASSETS
+    from pipelines.jobs import MODEL_JOBS
 
     keys = {a.key.to_user_string() for a in MODEL_ASSETS}
     assert keys == {f"{m.name}_{kind}" for m in MODELS for kind in KINDS}
@@ -34,12 +35,16 @@ def test_five_assets_per_declared_model_and_the_jobs() -> None:
         dg.AssetKey("churn_classifier_evaluation"),
         dg.AssetKey("churn_classifier_training_statistics"),
     }
-    assert [job.name for job in MODEL_JOBS] == ["train_models", "rollback"]
+    assert [job.name for job in MODEL_JOBS] == [
+        "train_models",
+        *(f"retrain_{m.name}" for m in MODELS),
+        "rollback",
+    ]
 
 
 def test_loading_the_model_modules_imports_no_heavy_library() -> None:
     code = (
-        "import sys, assets.models, catalog.models, mallard.models.cli\n"
+        "import sys, assets.models, catalog.models, cli.models\n"
         "heavy = ('pycaret', 'mlflow', 'shap', 'sklearn', 'matplotlib', 'lightgbm', 'dagster_mlflow')\n"
         "print(','.join(m for m in heavy if m in sys.modules))"
     )
@@ -67,9 +72,10 @@ def _metadata(result, key: str) -> dict:
 
 
 def test_materialize_train_evaluate_promote_explain_and_roll_back(model_home) -> None:
-    from assets.models import build_model_assets, rollback_job
+    from assets.models import build_model_assets
     from mallard.models.registry import client
-    from resources.lake import LakeResource
+    from pipelines.jobs import rollback_job
+    from resources import resources_for_env
 
     settings = model_home
     regression = _small(
@@ -88,7 +94,7 @@ def test_materialize_train_evaluate_promote_explain_and_roll_back(model_home) ->
         *build_model_assets(regression, MODELS.features("minutes_forecast")),
         *build_model_assets(segments, MODELS.features("customer_segments")),
     ]
-    resources = {"lake": LakeResource(home=str(settings.home))}
+    resources = resources_for_env()
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(assets, resources=resources, instance=instance)
         assert result.success

@@ -63,7 +63,7 @@ def test_train_evaluate_promote_keep_rollback_explain(model_home) -> None:
     import mlflow
     from click.testing import CliRunner
 
-    from mallard.models.cli import models as models_cli
+    from cli.models import models as models_cli
     from mallard.models.evaluation import apply_promotion
     from mallard.models.explain import explain_champion, explain_rows
     from mallard.models.registry import RegistryError, client, rollback

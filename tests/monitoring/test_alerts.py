@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mallard.cli import main
+from cli.main import main
 from mallard.config import load_settings
-from mallard.monitoring.alerts import Alert, list_alerts, record_alert
+from mallard.monitoring.alerts import Alert, list_alerts
+from resources import open_resources
+
+
+def record_alert(alert: Alert):
+    """Record through the deployment's alert sink resource, as sensors do."""
+    with open_resources() as resources:
+        return resources.alerts.sink().record(alert)
 
 
 @pytest.fixture
@@ -45,7 +52,6 @@ def test_alert_is_recorded_and_posted(
     url, received = webhook
     monkeypatch.setenv("MALLARD_ALERT_WEBHOOK_URL", url)
     stored = record_alert(
-        load_settings(),
         Alert(
             "drift",
             "churn_classifier",
@@ -63,17 +69,15 @@ def test_alert_is_recorded_and_posted(
 
 def test_dead_webhook_keeps_the_alert(mallard_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLARD_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/nowhere")
-    stored = record_alert(
-        load_settings(), Alert("rollback", "churn_classifier", "v3 worse than v2")
-    )
+    stored = record_alert(Alert("rollback", "churn_classifier", "v3 worse than v2"))
     assert stored.delivery.startswith("failed")
     assert [a.reason for a in list_alerts(load_settings())] == ["v3 worse than v2"]
 
 
 def test_without_url_alerts_are_only_recorded_and_listed(mallard_home: Path) -> None:
     settings = load_settings()
-    record_alert(settings, Alert("drift", "churn_classifier", "first", dt.date(2026, 5, 1)))
-    record_alert(settings, Alert("performance", "minutes_regressor", "second", dt.date(2026, 5, 3)))
+    record_alert(Alert("drift", "churn_classifier", "first", dt.date(2026, 5, 1)))
+    record_alert(Alert("performance", "minutes_regressor", "second", dt.date(2026, 5, 3)))
     assert [a.delivery for a in list_alerts(settings)] == ["recorded only", "recorded only"]
     assert [a.reason for a in list_alerts(settings, kind="drift")] == ["first"]
     result = CliRunner().invoke(main, ["alerts", "list"])

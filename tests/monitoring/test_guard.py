@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from mallard.config import load_settings
-from resources.lake import LakeResource
-from sensors.retrain import post_promotion_guard
+from resources import resources_for_env
+from sensors.monitoring import post_promotion_guard
 
 MODEL = "churn_classifier"
 FIRST_DAY = dt.date(2026, 5, 20)
@@ -76,12 +76,10 @@ def _write_outcomes(settings, *, good: str, days: int = 3, rows_per_day: int = 4
 def _tick(settings, cursor: str | None = None):
     instance = dg.DagsterInstance.ephemeral()
     try:
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            resources={"lake": LakeResource(home=str(settings.home))},
-        )
-        return post_promotion_guard.evaluate_tick(context)
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources_for_env()
+        ) as context:
+            return post_promotion_guard.evaluate_tick(context)
     finally:
         instance.dispose()
 

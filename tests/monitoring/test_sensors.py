@@ -13,8 +13,8 @@ from mallard.config import load_settings
 from mallard.monitoring import results
 from mallard.monitoring.alerts import list_alerts
 from pipelines.jobs import RETRAIN_JOBS
-from resources.lake import LakeResource
-from sensors.retrain import build_retrain_sensor
+from resources import resources_for_env
+from sensors.monitoring import build_retrain_sensor
 
 D = dt.date(2026, 5, 1)
 
@@ -23,11 +23,13 @@ D = dt.date(2026, 5, 1)
 def tick(mallard_home: Path):
     sensor = build_retrain_sensor(RETRAIN_JOBS)
     instance = dg.DagsterInstance.ephemeral()
-    resources = {"lake": LakeResource(home=str(mallard_home))}
+    resources = resources_for_env()
 
     def run(cursor: str | None):
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-        return sensor.evaluate_tick(context)
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources
+        ) as context:
+            return sensor.evaluate_tick(context)
 
     yield run
     instance.dispose()

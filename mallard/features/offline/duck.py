@@ -1,39 +1,15 @@
-"""The offline store's DuckDB database: opened once per process, delta loaded, memory bounded.
+"""The point-in-time engine's DuckDB settings, on connections from `mallard.lake`.
 
-Loading the delta extension costs a few hundred milliseconds, so every reader and writer in the
-process shares one database and takes a cursor of it (a cursor is a connection of its own, safe
-to use in its thread).
+Connections come from `mallard.lake.duck` (the one place DuckDB is opened, with the memory limit
+and spill folder of the settings); this module only adds what the engine's plans rely on.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import duckdb
-
-_lock = threading.Lock()
-_database: duckdb.DuckDBPyConnection | None = None
-
-
-def default_memory_limit() -> str:
-    """MALLARD_DUCKDB_MEMORY_LIMIT, else 1 GiB (at most a quarter of the machine).
-
-    The engine's joins stream or spill beyond it (to MALLARD_HOME/tmp/duckdb), so a training set
-    over 10M rows per view runs in about 1.7 GiB of process memory; a larger limit buys little
-    speed (23 s against 27 s at 1M entity rows x 10M rows per view on 2 cores) for much more memory.
-    """
-    configured = os.environ.get("MALLARD_DUCKDB_MEMORY_LIMIT")
-    if configured:
-        return configured
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):  # pragma: no cover
-        return "1GB"
-    mib = min(total // 4, 1024**3) // 1024**2
-    return f"{max(mib, 256)}MB"
 
 
 def open_database(
@@ -44,13 +20,9 @@ def open_database(
     from mallard.lake.duck import connect
 
     con = connect(
-        extensions=("delta",), threads=threads, memory_limit=memory_limit or default_memory_limit()
+        extensions=("delta",), threads=threads, memory_limit=memory_limit, settings=get_settings()
     )
-    spill = get_settings().home / "tmp" / "duckdb"
-    spill.mkdir(parents=True, exist_ok=True)
-    con.execute("SET temp_directory = ?", [str(spill)])
-    prepare(con)
-    return con
+    return prepare(con)
 
 
 def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -71,9 +43,7 @@ def tune(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def cursor() -> duckdb.DuckDBPyConnection:
-    """A fresh cursor of the process-wide database (close it when done)."""
-    global _database
-    with _lock:
-        if _database is None:
-            _database = open_database()
-        return prepare(_database.cursor())
+    """A fresh cursor of the process-wide offline-store database, tuned for the engine."""
+    from mallard.lake.duck import shared_cursor
+
+    return prepare(shared_cursor())

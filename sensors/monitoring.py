@@ -1,25 +1,26 @@
-"""Sensors and schedules that retrain or roll back the watched models."""
+"""Sensors of the model loop: drift or decay requests a retrain; a promotion is judged on shadow
+outcomes and rolled back if worse."""
 
 import datetime as dt
 import json
 
 import dagster as dg
 
+from assets.names import retrain_job
 from catalog.monitoring import MONITORED
-from resources.lake import LakeResource
+from resources import AlertSinkResource, LakeResource, MLflowResource
 
 
-def retrain_job_name(model: str) -> str:
-    return f"retrain_{model}"
-
-
-def _retrain_on_drift_or_decay(context: dg.SensorEvaluationContext, lake: LakeResource):
+def _retrain_on_drift_or_decay(
+    context: dg.SensorEvaluationContext, lake: LakeResource, alerts: AlertSinkResource
+):
     """Read new daily monitoring results and decide, per model, whether to retrain."""
     from mallard.monitoring import results
-    from mallard.monitoring.alerts import Alert, record_alert
+    from mallard.monitoring.alerts import Alert
     from mallard.monitoring.decisions import DayObservation, decide_retrain
 
     settings = lake.settings()
+    sink = alerts.sink()
     cursor = json.loads(context.cursor) if context.cursor else {}
     requests, skipped = [], []
     for mon in MONITORED:
@@ -51,20 +52,19 @@ def _retrain_on_drift_or_decay(context: dg.SensorEvaluationContext, lake: LakeRe
         decision = decide_retrain(observations, mon.policy, last_retrain)
         if decision.retrain and decision.day is not None:
             state["retrain_day"] = decision.day.isoformat()
-            record_alert(
-                settings,
+            sink.record(
                 Alert(
                     decision.trigger or "drift",
                     mon.model,
                     decision.reason,
                     decision.day,
                     details={"action": "retrain requested"},
-                ),
+                )
             )
             requests.append(
                 dg.RunRequest(
                     run_key=f"{mon.model}-{decision.day.isoformat()}",
-                    job_name=retrain_job_name(mon.model),
+                    job_name=retrain_job(mon.model),
                     tags={
                         "mallard/retrain": mon.model,
                         "mallard/trigger": decision.trigger or "",
@@ -99,16 +99,18 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     "arrive, rolls the champion back if it does worse by the model's promotion rule.",
     minimum_interval_seconds=300,
 )
-def post_promotion_guard(context: dg.SensorEvaluationContext, lake: LakeResource):
+def post_promotion_guard(
+    context: dg.SensorEvaluationContext, mlflow: MLflowResource, alerts: AlertSinkResource
+):
     """Judge each watched model's latest promotion on shadow outcomes; roll back if worse."""
     from catalog.models import MODELS
     from mallard.models.loading import resolve_version
-    from mallard.models.registry import RegistryError, client, history, rollback
+    from mallard.models.registry import RegistryError, history, rollback
     from mallard.monitoring import outcomes as out
-    from mallard.monitoring.alerts import Alert, record_alert
+    from mallard.monitoring.alerts import Alert
     from mallard.monitoring.guard import judge_promotion
 
-    settings = lake.settings()
+    settings = mlflow.settings()
     cursor = json.loads(context.cursor) if context.cursor else {}
     notes = []
     for mon in MONITORED:
@@ -118,7 +120,7 @@ def post_promotion_guard(context: dg.SensorEvaluationContext, lake: LakeResource
         except RegistryError:
             notes.append(f"{mon.model}: no champion yet")
             continue
-        earlier = [v for v in history(client(settings), mon.model) if v != champion]
+        earlier = [v for v in history(mlflow.client(), mon.model) if v != champion]
         judged = cursor.get(mon.model, {}).get("judged", [])
         if not earlier or champion in judged:
             notes.append(
@@ -142,8 +144,8 @@ def post_promotion_guard(context: dg.SensorEvaluationContext, lake: LakeResource
             decision = rollback(
                 settings, mon.model, earlier[-1], reason=f"post-promotion guard: {verdict.reason}"
             )
-            record_alert(
-                settings, Alert("rollback", mon.model, verdict.reason, details=verdict.evidence)
+            alerts.sink().record(
+                Alert("rollback", mon.model, verdict.reason, details=verdict.evidence)
             )
             context.log.warning(
                 f"rolled {mon.model} back to v{decision.champion_after}: {verdict.reason}"

@@ -1,18 +1,17 @@
-"""`mallard evals run|compare|show|import|calibrate|promote` (attach with `main.add_command(evals)`).
-
-The deployment's declarations (catalog/evals.py, catalog/llm.py) are imported inside the
-commands: `mallard` never depends on them at import time.
-"""
+"""`mallard evals run|compare|show|import|calibrate|promote`: eval datasets, judges, the gate."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
+from catalog.evals import CATALOG, CORPORA
+from cli.common import deployment, lake_settings
 from mallard.specs import DeclarationError
 
 
@@ -34,35 +33,16 @@ class _EvalGroup(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-def _catalog() -> Any:
-    from catalog.evals import CATALOG
-
-    return CATALOG
-
-
-def _corpora() -> Any:
-    from catalog.evals import CORPORA
-
-    return CORPORA
+@contextmanager
+def _llm_client() -> Iterator[Any]:
+    """The deployment's LLM client (no semantic cache: evals compare exact answers)."""
+    with deployment() as resources, resources.llm.client(semantic_cache=False) as client:
+        yield client
 
 
-def _client(settings: Any, run_id: str = "") -> Any:
-    from catalog.llm import ENDPOINTS
-    from mallard.llm.client import LLMClient
-
-    return LLMClient(ENDPOINTS, settings=settings, run_id=run_id, semantic_cache=False)
-
-
-def _settings() -> Any:
-    from mallard.config import get_settings
-
-    return get_settings()
-
-
-def _registry(settings: Any) -> Any:
-    from mallard.llm.prompts import PromptRegistry
-
-    return PromptRegistry.default(settings)
+def _registry() -> Any:
+    with deployment() as resources:
+        return resources.prompts.registry()
 
 
 def _bars(disable: bool = False) -> Any:
@@ -82,7 +62,7 @@ def _bars(disable: bool = False) -> Any:
 
 
 def _eval_name(name: str | None) -> str:
-    catalog = _catalog()
+    catalog = CATALOG
     if name:
         catalog.eval(name)
         return name
@@ -168,7 +148,7 @@ def import_datasets(datasets: tuple[str, ...]) -> None:
     """Import eval datasets (all declared, or the named ones); a changed file is a new version."""
     from mallard.evals.datasets import import_dataset
 
-    catalog, settings = _catalog(), _settings()
+    catalog, settings = CATALOG, lake_settings()
     rows = []
     for name in datasets or sorted(catalog.dataset_by_name):
         result = import_dataset(catalog.dataset(name), settings=settings)
@@ -227,13 +207,12 @@ def run(
     from mallard.evals.runs import run_offline_eval
 
     name = _eval_name(eval_name)
-    catalog, settings = _catalog(), _settings()
-    registry = _registry(settings)
+    catalog, settings = CATALOG, lake_settings()
+    registry = _registry()
     ev = catalog.eval(name)
     if version is None:
         version = registry.get(ev.prompt, label).version
-    client = _client(settings)
-    try:
+    with _llm_client() as client:
         result = run_offline_eval(
             catalog,
             name,
@@ -241,7 +220,7 @@ def run(
             client=client,
             registry=registry,
             settings=settings,
-            corpora=_corpora(),
+            corpora=CORPORA,
             slice_name=None if all_items else (slice_name or True),
             limit=limit,
             item_ids=list(items) or None,
@@ -251,8 +230,6 @@ def run(
             cache=not no_cache,
             progress=_bars(as_json),
         )
-    finally:
-        client.close()
     summary = result.summary
     if as_json:
         click.echo(
@@ -294,8 +271,8 @@ def compare(
     from mallard.evals.spec import Gate
 
     name = _eval_name(eval_name)
-    catalog, settings = _catalog(), _settings()
-    registry = _registry(settings)
+    catalog, settings = CATALOG, lake_settings()
+    registry = _registry()
     ev = catalog.eval(name)
     gate = ev.gate or Gate(graders=tuple(ev.grader_names[:1]))
     labels = registry.labels(ev.prompt)
@@ -303,8 +280,7 @@ def compare(
     candidate = candidate if candidate is not None else labels.get(gate.candidate_label)
     if baseline is None or candidate is None:
         raise click.UsageError(f"give --baseline and --candidate (labels of {ev.prompt}: {labels})")
-    client = _client(settings)
-    try:
+    with _llm_client() as client:
         comparison = compare_versions(
             catalog,
             name,
@@ -317,8 +293,6 @@ def compare(
             progress=_bars(),
         )
         trust = gate_trust(catalog, name, GradeContext(client=client), settings) if ev.gate else []
-    finally:
-        client.close()
     click.echo(
         f"{name}: {ev.prompt} v{candidate} (candidate) vs v{baseline} (baseline) on {comparison.dataset} "
         f"v{comparison.dataset_version}, {comparison.items} paired items"
@@ -364,7 +338,7 @@ def show(eval_name: str | None, version: int | None) -> None:
     from mallard.evals.runs import latest_run, summarize
 
     name = _eval_name(eval_name)
-    catalog, settings = _catalog(), _settings()
+    catalog, settings = CATALOG, lake_settings()
     ev = catalog.eval(name)
     rows = store.read("judge_scores", settings=settings, filters={"eval_name": name})
     if not rows:
@@ -385,7 +359,7 @@ def show(eval_name: str | None, version: int | None) -> None:
         )
         return
     versions = sorted({r["prompt_version"] for r in rows if r["baseline_prompt_version"] is None})
-    labels = _registry(settings).labels(ev.prompt)
+    labels = _registry().labels(ev.prompt)
     overview = []
     for v in versions:
         latest = latest_run(name, v, rows=rows)
@@ -460,22 +434,19 @@ def calibrate(
     """Agreement of each judge with the human verdicts (accuracy, Cohen's κ, Spearman's ρ)."""
     from mallard.evals.calibration import run_calibration
 
-    catalog, settings = _catalog(), _settings()
-    client = _client(settings)
-    try:
+    catalog, settings = CATALOG, lake_settings()
+    with _llm_client() as client:
         reports, info = run_calibration(
             catalog,
             client=client,
             settings=settings,
-            corpora=_corpora(),
+            corpora=CORPORA,
             judges=list(judges) or None,
             slice_name=None if all_items else True,
             limit=limit,
             repeat=repeat,
             progress=_bars(),
         )
-    finally:
-        client.close()
     click.echo(
         f"calibration on {info['dataset']} v{info['dataset_version']}"
         f"{' slice ' + info['slice'] if info['slice'] else ''}: {info['items']} items, run {info['run_id']}"
@@ -512,22 +483,19 @@ def promote(eval_name: str | None, candidate: int | None, dry_run: bool, pairwis
     from mallard.evals.compare import promote_prompt
 
     name = _eval_name(eval_name)
-    catalog, settings = _catalog(), _settings()
-    client = _client(settings)
-    try:
+    catalog, settings = CATALOG, lake_settings()
+    with _llm_client() as client:
         decision = promote_prompt(
             catalog,
             name,
             client=client,
-            registry=_registry(settings),
+            registry=_registry(),
             settings=settings,
             candidate_version=candidate,
             dry_run=dry_run,
             pairwise=pairwise,
             progress=_bars(),
         )
-    finally:
-        client.close()
     click.echo(str(decision))
     if decision.comparison is not None:
         click.echo(decision.comparison.markdown())

@@ -1,16 +1,16 @@
-"""`mallard prompts list|show|diff|promote|rollback|sync` (attach with `main.add_command(prompts)`)."""
+"""`mallard prompts list|show|diff|promote|rollback|sync`: the prompt registry."""
 
 from __future__ import annotations
 
 import click
 
+from cli.common import deployment
 from mallard.llm.errors import PromptError
 
 
 def _registry():
-    from mallard.llm.prompts.registry import PromptRegistry
-
-    return PromptRegistry.default()
+    with deployment() as resources:
+        return resources.prompts.registry()
 
 
 class _PromptGroup(click.Group):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mallard.config import get_settings
-from mallard.monitoring.alerts import ALERT_KINDS, list_alerts
+from cli.common import deployment
+from mallard.monitoring.alerts import ALERT_KINDS
 
 
 @click.group("alerts")
@@ -21,7 +21,8 @@ def alerts() -> None:
 @click.option("--limit", type=int, default=50, show_default=True)
 def list_command(kind: str | None, subject: str | None, limit: int) -> None:
     """The newest alerts first: kind, model or prompt, day and reason."""
-    rows = list_alerts(get_settings(), kind=kind, subject=subject, limit=limit)
+    with deployment() as resources:
+        rows = resources.alerts.sink().list(kind=kind, subject=subject, limit=limit)
     if not rows:
         click.echo("no alerts recorded")
         return

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import click
 
-from mallard.config import get_settings
+from catalog.features import REGISTRY
+from cli.common import deployment, lake_settings
 from mallard.specs import DeclarationError
-
-
-def _registry():
-    from catalog.features import REGISTRY
-
-    return REGISTRY
 
 
 @click.group("features")
@@ -28,7 +23,7 @@ def list_views() -> None:
     """Every feature view (with its current version) and feature service."""
     from mallard.features.versions import list_versions
 
-    registry, settings = _registry(), get_settings()
+    registry, settings = REGISTRY, lake_settings()
     click.echo(f"{'view':16} {'version':10} {'entity keys':14} {'ttl':10} {'features':>8}  owner")
     for view in registry.views.values():
         known = {v.content_hash: v.label for v in list_versions(settings, view.name)}
@@ -48,7 +43,7 @@ def show(view_name: str) -> None:
     """One view: its declaration, versions and stored rows."""
     from mallard.features.versions import list_versions
 
-    registry, settings = _registry(), get_settings()
+    registry, settings = REGISTRY, lake_settings()
     view = registry.views.get(view_name)
     if view is None:
         raise click.ClickException(
@@ -74,7 +69,7 @@ def validate() -> None:
     """Run every view's SQL against its sources and check the declared columns and types."""
     from mallard.features.compute import validate_view
 
-    registry, settings = _registry(), get_settings()
+    registry, settings = REGISTRY, lake_settings()
     failed = 0
     for view in registry.views.values():
         try:
@@ -134,7 +129,7 @@ def historical(
     from mallard.features.offline.engine import get_historical_features
     from mallard.features.training import view_reads
 
-    settings = get_settings()
+    settings = lake_settings()
     path = Path(entities_path)
     entity = (
         pd.read_parquet(path)
@@ -146,7 +141,7 @@ def historical(
             f"{entities_path}: needs an event_timestamp column (has {', '.join(entity.columns)})"
         )
     try:
-        reads, versions = view_reads(_registry(), settings, list(references))
+        reads, versions = view_reads(REGISTRY, settings, list(references))
     except DeclarationError as exc:
         raise click.ClickException(str(exc)) from None
     started = dt.datetime.now()
@@ -171,17 +166,20 @@ def materialize(views: tuple[str, ...]) -> None:
     """Load the newest offline values into the online store (incremental)."""
     from tqdm import tqdm
 
-    from mallard.features.materialize import materialize_online, open_configured_store
+    from mallard.features.materialize import materialize_online
 
-    registry, settings = _registry(), get_settings()
-    chosen = list(views) or list(registry.views)
-    with open_configured_store(settings) as store, tqdm(total=len(chosen), unit="view") as bar:
+    chosen = list(views) or list(REGISTRY.views)
+    with (
+        deployment() as resources,
+        resources.online_store.open() as store,
+        tqdm(total=len(chosen), unit="view") as bar,
+    ):
 
         def progress(message: str) -> None:
             bar.write(message)
             bar.update(1)
 
-        materialize_online(registry, settings, store, chosen, progress=progress)
+        materialize_online(REGISTRY, resources.lake.settings(), store, chosen, progress=progress)
 
 
 def _parse_key(text: str) -> dict[str, object]:
@@ -215,14 +213,13 @@ def online(keys: tuple[str, ...], references: tuple[str, ...], at: str | None) -
     """Read features for entity keys from the online store (stale values are null)."""
     import json
 
-    from mallard.features.materialize import get_online_features, open_configured_store
+    from mallard.features.materialize import get_online_features
 
-    registry, settings = _registry(), get_settings()
     entity_keys = [_parse_key(k) for k in keys]
     try:
-        with open_configured_store(settings) as store:
+        with deployment() as resources, resources.online_store.open() as store:
             now = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC) if at else None
-            result = get_online_features(store, registry, entity_keys, list(references), now=now)
+            result = get_online_features(store, REGISTRY, entity_keys, list(references), now=now)
     except DeclarationError as exc:
         raise click.ClickException(str(exc)) from None
     for i, row in enumerate(result.rows()):

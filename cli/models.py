@@ -1,8 +1,4 @@
-"""`mallard models …`: list the declared models, show one, train it, roll its champion back.
-
-The catalog is imported inside the commands (the deployment's declarations live in
-`catalog/models.py`; `mallard` itself never depends on them at import time).
-"""
+"""`mallard models …`: list the declared models, show one, train it, roll its champion back."""
 
 from __future__ import annotations
 
@@ -10,13 +6,8 @@ import json
 
 import click
 
-from mallard.config import get_settings
-
-
-def _catalog():
-    from catalog.models import MODELS
-
-    return MODELS
+from catalog.models import MODELS
+from cli.common import mlflow_settings
 
 
 @click.group("models")
@@ -29,8 +20,8 @@ def list_models() -> None:
     """Every declared model with its task, metric, champion and candidate versions."""
     from mallard.models.registry import describe
 
-    settings = get_settings()
-    catalog = _catalog()
+    settings = mlflow_settings()
+    catalog = MODELS
     click.echo(
         f"{'model':20} {'task':15} {'metric':11} {'champion':>9} {'candidate':>10}  estimators"
     )
@@ -52,12 +43,12 @@ def show(name: str, as_json: bool) -> None:
     """The declaration, aliases, versions and the last decision of one model."""
     from mallard.models.registry import describe
 
-    catalog = _catalog()
+    catalog = MODELS
     try:
         spec = catalog.get(name)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
-    state = describe(get_settings(), name)
+    state = describe(mlflow_settings(), name)
     if as_json:
         click.echo(json.dumps({"declaration": spec.describe(), **state}, indent=2, default=str))
         return
@@ -104,7 +95,7 @@ def rollback(name: str, to_version: int | None, reason: str) -> None:
 
     try:
         decision = do_rollback(
-            get_settings(), name, to_version, reason or "rolled back from the CLI"
+            mlflow_settings(), name, to_version, reason or "rolled back from the CLI"
         )
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
@@ -125,12 +116,12 @@ def train(name: str, no_promote: bool) -> None:
     from mallard.models.statistics import compute_training_statistics
     from mallard.models.training import train_candidate
 
-    catalog = _catalog()
+    catalog = MODELS
     try:
         spec = catalog.get(name)
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
-    settings = get_settings()
+    settings = mlflow_settings()
     features, types = catalog.features(name), catalog.feature_types
     try:
         train_candidate(spec, settings, features, types, log=click.echo)

@@ -1,4 +1,4 @@
-"""The `mallard` command."""
+"""The `mallard` command: the deployment's front end, over the same resources as the assets."""
 
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ def info() -> None:
         "Delta lake": settings.lake_dir,
         "sample world": settings.sample_dir,
         "MLflow tracking URI": settings.mlflow_tracking_uri,
-        "online store": settings.online_store_path,
+        "online store": settings.online_store_path
+        if settings.online_store == "sqlite"
+        else settings.redis_url,
+        "LLM server": settings.llm_base_url or "(local models in-process)",
     }
     for key, value in rows.items():
         click.echo(f"{key:34} {value}")
@@ -98,11 +101,11 @@ def show_settings() -> None:
 
 
 def _register_subcommands() -> None:
-    from mallard.evals.cli import evals
-    from mallard.features.cli import features
-    from mallard.llm.prompts.cli import prompts
-    from mallard.models.cli import models
-    from mallard.monitoring.cli import alerts
+    from cli.alerts import alerts
+    from cli.evals import evals
+    from cli.features import features
+    from cli.models import models
+    from cli.prompts import prompts
 
     for group in (features, models, alerts, prompts, evals):
         main.add_command(group)
