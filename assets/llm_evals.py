@@ -176,7 +176,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
         scores, and with repeat > 1 the judge's own variance. A judge below its declared minimum κ
         is untrusted: evals relying on it are flagged and cannot gate a promotion."""
         from catalog.evals import CORPORA
-        from mallard.evals.calibration import Trust, run_calibration
+        from mallard.evals.calibration import CalibrationReport, Trust, run_calibration
 
         settings = lake.settings()
         with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
@@ -194,23 +194,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
         rows = [r.to_row() for r in reports]
         yield dg.MaterializeResult(
             metadata={
-                "judges": _table(
-                    rows,
-                    [
-                        "judge",
-                        "model",
-                        "items",
-                        "errors",
-                        "accuracy",
-                        "kappa",
-                        "spearman",
-                        "min_kappa",
-                        "trusted",
-                        "repeat",
-                        "flip_rate",
-                        "score_std",
-                    ],
-                ),
+                "judges": _table(rows, list(CalibrationReport.SUMMARY_COLUMNS)),
                 "dataset_version": info["dataset_version"],
                 "slice": info["slice"] or "(all)",
                 "items": info["items"],

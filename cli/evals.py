@@ -432,7 +432,7 @@ def calibrate(
     judges: tuple[str, ...], all_items: bool, limit: int | None, repeat: int | None
 ) -> None:
     """Agreement of each judge with the human verdicts (accuracy, Cohen's κ, Spearman's ρ)."""
-    from mallard.evals.calibration import run_calibration
+    from mallard.evals.calibration import CalibrationReport, run_calibration
 
     catalog, settings = CATALOG, lake_settings()
     with _llm_client() as client:
@@ -454,19 +454,7 @@ def calibrate(
     click.echo(
         table(
             [r.to_row() for r in reports],
-            [
-                "judge",
-                "model",
-                "items",
-                "errors",
-                "accuracy",
-                "kappa",
-                "spearman",
-                "min_kappa",
-                "trusted",
-                "repeat",
-                "flip_rate",
-            ],
+            CalibrationReport.SUMMARY_COLUMNS,
         )
     )
 

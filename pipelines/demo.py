@@ -91,10 +91,26 @@ def _configure(end_date: dt.date | None, scale: float | None) -> Settings:
     return settings
 
 
+def llm_run_config(items: int | None) -> dict[str, dict]:
+    """Run config that bounds the LLM half to `items` per step (None: the declared slices)."""
+    if items is None:
+        return {}
+    return {
+        "llm_prompts": {"support_assistant_demo": {"config": {"questions": min(items, 3)}}},
+        "calibrate_judges": {"judge_calibration": {"config": {"limit": items}}},
+        "offline_eval": {"offline_evals__support_assistant": {"config": {"limit": items}}},
+    }
+
+
 def run_demo(
-    end_date: dt.date | None = None, scale: float | None = None, regenerate: bool = True
+    end_date: dt.date | None = None,
+    scale: float | None = None,
+    regenerate: bool = True,
+    llm_items: int | None = None,
 ) -> DemoRun:
-    """Generate the world (unless asked not to), then run the story; return what happened."""
+    """Generate the world (unless asked not to), then run the story; return what happened.
+
+    `llm_items` bounds the LLM half (questions, calibration items, eval items per version)."""
     settings = _configure(end_date, scale)
     demo = DemoRun(settings)
     started = time.perf_counter()
@@ -135,6 +151,7 @@ def run_demo(
     print(f"[demo] Dagster's DEBUG log: {log_path}")
 
     with dg.DagsterInstance.get() as instance:
+        bounded = llm_run_config(llm_items)
 
         def run(
             job_name: str,
@@ -150,7 +167,10 @@ def run_demo(
             step = time.perf_counter()
             job = defs.resolve_job_def(job_name).with_logger_defs(loggers)
             result = job.execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False, run_config=logging_config
+                instance=instance,
+                tags=tags,
+                raise_on_error=False,
+                run_config={**logging_config, "ops": bounded.get(_step_kind(job_name), {})},
             )
             seconds = time.perf_counter() - step
             demo.runs.append((job_name, result.run_id, result.success, seconds))
@@ -184,6 +204,12 @@ def run_demo(
         demo.llm = _latest_metadata(instance, dg.AssetKey("support_assistant_demo"))
     demo.seconds = time.perf_counter() - started
     return demo
+
+
+def _step_kind(job_name: str) -> str:
+    from catalog.evals import EVALS
+
+    return "offline_eval" if job_name in {offline_eval_job(ev.name) for ev in EVALS} else job_name
 
 
 def demo_eval_runs(instance) -> list[tuple[str, dict[str, str]]]:
@@ -338,8 +364,16 @@ def main() -> None:
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--scale", type=float, default=None)
     parser.add_argument("--keep-data", action="store_true", help="reuse an existing sample world")
+    parser.add_argument(
+        "--llm-items",
+        type=int,
+        default=None,
+        help="bound the LLM half: questions, calibration and eval items (default: the declared slices)",
+    )
     args = parser.parse_args()
-    demo = run_demo(args.end_date, args.scale, regenerate=not args.keep_data)
+    demo = run_demo(
+        args.end_date, args.scale, regenerate=not args.keep_data, llm_items=args.llm_items
+    )
     print_summary(demo)
     raise SystemExit(0 if demo.success else 1)
 

@@ -112,15 +112,21 @@ def test_clients_are_built_only_in_resources(package: str) -> None:
 def test_duckdb_is_opened_only_by_mallard_lake() -> None:
     lake = ROOT / "mallard" / "lake"
     opened = []
-    for path in sorted(ROOT.rglob("*.py")):
-        if ".venv" in path.parts or lake in path.parents:
-            continue
-        for line, name in _calls(path):
-            if name == "duckdb.connect":
-                opened.append(f"{path.relative_to(ROOT)}:{line}")
-        for line, module in _imports(path):
-            if module == "duckdb" and "from duckdb import connect" in path.read_text():
-                opened.append(f"{path.relative_to(ROOT)}:{line} imports duckdb.connect")
+    for package in sorted(PROJECT):
+        for path in _modules(package):
+            if lake in path.parents:
+                continue
+            for line, name in _calls(path):
+                if name == "duckdb.connect":
+                    opened.append(f"{path.relative_to(ROOT)}:{line}")
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and node.module == "duckdb"
+                    and any(alias.name == "connect" for alias in node.names)
+                ):
+                    opened.append(f"{path.relative_to(ROOT)}:{node.lineno} imports connect")
     assert not opened, "open DuckDB with mallard.lake.connect:\n" + "\n".join(opened)
 
 

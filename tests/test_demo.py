@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the demo once (reduced world) in a subprocess on a temporary MALLARD_HOME."""
+    """Run the demo once in a subprocess on a temporary MALLARD_HOME: a 1,000-customer world, and
+    the LLM half on 6 items per step (the story's outcomes are asserted below)."""
     home = tmp_path_factory.mktemp("demo") / "home"
     env = {
         **os.environ,
@@ -27,7 +28,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "MALLARD_SAMPLE_SCALE": "0.05",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.demo"],
+        [sys.executable, "-m", "pipelines.demo", "--llm-items", "6"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -81,7 +82,9 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
             dg.AssetKey(["prompt_promotions", "support_assistant"])
         ).asset_materialization.metadata
         assert gate["verdict"].value == "refused"  # v2 is the regressed prompt
-        assert gate["reasons"].value.strip()
+        # Refused on the evidence (v2 answers less from its context), not for too few items.
+        assert "grounding: v2 − v1 = -" in gate["reasons"].value
+        assert "needs at least" not in gate["reasons"].value
 
 
 def _free_port() -> int:

@@ -108,6 +108,22 @@ class CalibrationReport:
             not math.isnan(self.kappa) and self.kappa >= self.min_kappa
         )
 
+    SUMMARY_COLUMNS = (
+        "judge",
+        "model",
+        "items",
+        "errors",
+        "accuracy",
+        "kappa",
+        "spearman",
+        "min_kappa",
+        "trusted",
+        "repeat",
+        "flip_rate",
+        "score_std",
+    )
+    """The columns a person reads first (the CLI and the asset's metadata show these)."""
+
     def to_row(self, **extra: Any) -> dict[str, Any]:
         return {
             "judge": self.judge,
