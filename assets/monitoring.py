@@ -15,6 +15,15 @@ from mallard.monitoring.specs import MonitoringSpec
 from resources import LakeResource, MLflowResource
 
 
+def issue_label(issue: dict) -> str:
+    """`feature: rule` for an input-quality finding (the detector's judge the whole row)."""
+    feature = issue.get("feature") or "whole row"
+    rule = issue["issue"]
+    if rule == "out_of_distribution":
+        rule = "out_of_distribution (IsolationForest on the training rows)"
+    return f"{feature}: {rule}"
+
+
 def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
     """Predictions, drift, outcomes and performance assets (and their checks) for one model."""
     from catalog.features import REGISTRY, TRAINING_SETS
@@ -99,14 +108,23 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     run_id=context.run_id,
                 )
                 log.replace_batch(settings, table, name, role, day)
+            day_problems: dict[str, int] = {}
             for issue in stats.check(rows[features]):
-                problems[issue.get("feature", "?")] = problems.get(
-                    issue.get("feature", "?"), 0
-                ) + int(issue.get("rows", 1))
+                label = issue_label(issue)
+                day_problems[label] = day_problems.get(label, 0) + int(issue.get("rows", 1))
+            for label, count in day_problems.items():
+                problems[label] = problems.get(label, 0) + count
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": len(rows),
+                    "input_issues": dg.MetadataValue.json(day_problems),
+                },
+                partition_key=day.isoformat(),
+            )
             total += len(rows)
         yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": total,
+                "rows_in_run": total,
                 "champion_version": champion.version,
                 "shadow_version": shadow_version or "none",
             }
@@ -115,7 +133,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             check_name="input_quality",
             passed=not problems,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"issues_by_feature": dg.MetadataValue.json(problems)},
+            metadata={"issues_by_feature_and_rule": dg.MetadataValue.json(problems)},
             description="; ".join(f"{k}: {v}" for k, v in problems.items())
             or "inputs within training ranges",
         )
@@ -195,16 +213,11 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             context.log.info(
                 f"{name} {day}: drift share {result.share_drifted:.2f} {sorted(result.drifted)}"
             )
-        history_rows = [r for r in results.read(settings, name, "drift") if r["value"] is not None]
-        metadata: dict = {"days": len(partition_days(context))}
-        share = None
-        if latest is not None:
-            day, result = latest
-            share = result.share_drifted
-            metadata.update(
+            # Each day's partition carries that day's own result and report.
+            context.add_asset_metadata(
                 {
-                    "latest_day": day.isoformat(),
-                    "drift_share": share,
+                    "day": day.isoformat(),
+                    "drift_share": result.share_drifted,
                     "drifted_features": dg.MetadataValue.json(result.drifted),
                     "input_problems": dg.MetadataValue.json(result.problems),
                     "report": dg.MetadataValue.path(result.html_path or ""),
@@ -222,8 +235,14 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                             ]
                         )
                     ),
-                }
+                },
+                partition_key=day.isoformat(),
             )
+        history_rows = [r for r in results.read(settings, name, "drift") if r["value"] is not None]
+        metadata: dict = {"days_in_run": len(partition_days(context))}
+        share = None
+        if latest is not None:
+            share = latest[1].share_drifted
         if history_rows:
             metadata["drift_share_trend"] = dg.MetadataValue.md(
                 trend_plot(
@@ -302,28 +321,50 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         settings = mlflow.settings()
         days = partition_days(context)
         frame = out.read_outcomes(settings, name, first_day=days[0], last_day=days[-1])
-        champion = load_version(settings, name, resolve_version(settings, name))
         metric = "auc" if spec.task == "classification" else "mae"
-        # The champion's held-out metric from its own evaluation: the level a drop is measured from.
-        evaluation = load_json_artifact(settings, champion.run_id, EVALUATION_ARTIFACT) or {}
-        baseline = evaluation.get("metrics", {}).get("candidate", {}).get(metric)
+        baselines: dict[str, float | None] = {}
+
+        def baseline_of(version: str) -> float | None:
+            """A version's held-out metric from its own evaluation: what its drop is measured from."""
+            if version not in baselines:
+                run_id = load_version(settings, name, int(version)).run_id
+                evaluation = load_json_artifact(settings, run_id, EVALUATION_ARTIFACT) or {}
+                baselines[version] = evaluation.get("metrics", {}).get("candidate", {}).get(metric)
+            return baselines[version]
+
+        champion_version = str(resolve_version(settings, name))
         table = daily_metrics(frame, spec.task) if len(frame) else None
         latest_value = None
+        latest_version = champion_version
         if table is not None:
             for row in table.to_dict("records"):
+                version = str(row["model_version"])
                 results.record(
                     settings,
                     name,
                     row["day"],
                     "performance",
-                    str(row["model_version"]),
+                    version,
                     row.get(metric),
-                    {**row, "baseline": baseline},
+                    {**row, "baseline": baseline_of(version)},
                     role=row["role"],
                 )
+                if row["role"] == "champion":
+                    context.add_asset_metadata(
+                        {
+                            metric: row.get(metric),
+                            "model_version": version,
+                            f"baseline_{metric}": baseline_of(version) or "unknown",
+                            "rows": row.get("rows", 0),
+                        },
+                        partition_key=str(row["day"]),
+                    )
             champion_rows = table[table["role"] == "champion"]
             if len(champion_rows):
                 latest_value = float(champion_rows[metric].iloc[-1])
+                latest_version = str(champion_rows["model_version"].iloc[-1])
+        # The latest day is judged against the baseline of the version that scored it.
+        baseline = baseline_of(latest_version)
         metadata: dict = {
             "days_with_outcomes": 0 if table is None else int(table["day"].nunique()),
             f"baseline_{metric}": baseline if baseline is not None else "unknown",
@@ -364,10 +405,11 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "latest": latest_value if latest_value is not None else -1.0,
                 "baseline": baseline if baseline is not None else -1.0,
+                "model_version": latest_version,
             },
             description="no outcomes yet"
             if drop is None
-            else f"{metric} {latest_value:.3f} vs {baseline:.3f}",
+            else f"v{latest_version}: {metric} {latest_value:.3f} vs its own baseline {baseline:.3f}",
         )
 
     return [predictions, drift, outcomes, performance]

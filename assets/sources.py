@@ -10,8 +10,23 @@ from resources import LakeDuckDBResource, LakeResource
 def build_source_asset(source: Source) -> dg.AssetsDefinition:
     """An asset that reads one declared source through DuckDB and records its profile."""
 
+    checks = (
+        [
+            dg.AssetCheckSpec(
+                "required_not_null",
+                asset=source.name,
+                blocking=True,
+                description=f"No null in {', '.join(source.required)}: a row without them "
+                "cannot be placed or joined.",
+            )
+        ]
+        if source.required
+        else []
+    )
+
     @dg.asset(
         name=source.name,
+        check_specs=checks,
         group_name="sources",
         description=source.description or f"The {source.name} source.",
         kinds={"duckdb", source.kind},
@@ -41,8 +56,22 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         if profile.min_timestamp:
             metadata["min_timestamp"] = profile.min_timestamp
             metadata["max_timestamp"] = profile.max_timestamp
+        check_results = []
+        if source.required:
+            failing = {column: n for column, n in profile.required_nulls.items() if n}
+            check_results.append(
+                dg.AssetCheckResult(
+                    check_name="required_not_null",
+                    passed=not failing,
+                    metadata={"null_rows": dg.MetadataValue.json(profile.required_nulls)},
+                    description="; ".join(f"{c}: {n} null rows" for c, n in failing.items())
+                    or "no nulls in the required columns",
+                )
+            )
         return dg.MaterializeResult(
-            metadata=metadata, data_version=dg.DataVersion(profile.fingerprint)
+            metadata=metadata,
+            data_version=dg.DataVersion(profile.fingerprint),
+            check_results=check_results,
         )
 
     return _source_asset

@@ -7,6 +7,15 @@ customers = Source(
     kind="csv",
     path="sample/customers.csv",
     timestamp_field=None,
+    columns={
+        "customer_id": "BIGINT",
+        "signup_date": "DATE",
+        "plan": "VARCHAR",
+        "region": "VARCHAR",
+        "primary_device": "VARCHAR",
+        "age": "INTEGER",
+    },
+    required=("customer_id", "signup_date"),
     description="One row per customer: signup date, plan, region, primary device, age.",
     owner="growth@pondstream.example",
 )
@@ -16,6 +25,13 @@ usage_events = Source(
     kind="parquet",
     path="sample/usage_events.parquet",
     created_timestamp_field="created_timestamp",
+    columns={
+        "customer_id": "BIGINT",
+        "event_timestamp": "TIMESTAMP WITH TIME ZONE",
+        "sessions": "BIGINT",
+        "minutes_watched": "DOUBLE",
+        "errors": "BIGINT",
+    },
     description="Daily viewing per customer: sessions, minutes watched, playback errors, device.",
     owner="playback@pondstream.example",
 )
@@ -35,6 +51,11 @@ support_tickets = Source(
     kind="parquet",
     path="sample/support_tickets.parquet",
     created_timestamp_field="created_timestamp",
+    columns={
+        "customer_id": "BIGINT",
+        "event_timestamp": "TIMESTAMP WITH TIME ZONE",
+        "resolution_hours": "DOUBLE",
+    },
     description="Support tickets with category, priority and resolution time.",
     owner="support@pondstream.example",
 )

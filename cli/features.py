@@ -70,15 +70,19 @@ def validate() -> None:
     from mallard.features.compute import validate_view
 
     registry, settings = REGISTRY, lake_settings()
-    failed = 0
+    failed = []
     for view in registry.views.values():
         try:
             validate_view(view, settings)
             click.echo(f"ok      {view.name}")
         except DeclarationError as exc:
-            failed += 1
+            failed.append(view.name)
             click.echo(f"FAILED  {exc}")
+        except Exception as exc:  # noqa: BLE001 - every view is checked, whatever one raises
+            failed.append(view.name)
+            click.echo(f"FAILED  FeatureView {view.name!r}: {type(exc).__name__}: {exc}")
     if failed:
+        click.echo(f"{len(failed)} of {len(registry.views)} views failed: {', '.join(failed)}")
         sys.exit(1)
 
 

@@ -7,6 +7,7 @@ so no other module builds a path of its own.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CUSTOMERS = 20_000
 SAMPLE_DAYS = 120
+MAX_SAMPLE_SCALE = 50.0
 
 
 class ConfigError(ValueError):
@@ -73,15 +75,20 @@ class Settings(BaseSettings):
     @field_validator("sample_scale", mode="after")
     @classmethod
     def _positive_scale(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be > 0 (1.0 means about 20,000 customers)")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("must be a finite number > 0 (1.0 means about 20,000 customers)")
+        if value > MAX_SAMPLE_SCALE:
+            raise ValueError(
+                f"must be at most {MAX_SAMPLE_SCALE:g} ({MAX_SAMPLE_SCALE * DEFAULT_CUSTOMERS:,.0f} "
+                "customers); the sample world is for demos and tests"
+            )
         return value
 
     @field_validator("llm_threads", mode="after")
     @classmethod
     def _positive_threads(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1")
+        if not 1 <= value <= 256:
+            raise ValueError("must be between 1 and 256 (threads for local LLM inference)")
         return value
 
     # Paths under MALLARD_HOME -------------------------------------------------------------

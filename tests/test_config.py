@@ -38,7 +38,16 @@ def test_ensure_home_installs_the_instance_yaml(mallard_home: Path) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("MALLARD_ENV", "staging"), ("MALLARD_SAMPLE_SCALE", "0"), ("MALLARD_END_DATE", "30/06/2026")],
+    [
+        ("MALLARD_ENV", "staging"),
+        ("MALLARD_SAMPLE_SCALE", "0"),
+        ("MALLARD_SAMPLE_SCALE", "nan"),
+        ("MALLARD_SAMPLE_SCALE", "inf"),
+        ("MALLARD_SAMPLE_SCALE", "1e9"),
+        ("MALLARD_LLM_THREADS", "100000"),
+        ("MALLARD_LLM_BASE_URL", "llm:8000"),
+        ("MALLARD_END_DATE", "30/06/2026"),
+    ],
 )
 def test_bad_setting_is_named(
     mallard_home: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str

@@ -108,6 +108,8 @@ class EvalDataset:
     owner: str | None = None
     format: str | None = None
     description: str = ""
+    max_field_chars: int = 100_000
+    """The longest value a field may hold (a whole article is ~10k characters)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_fields", tuple(self.input_fields))
@@ -338,6 +340,16 @@ def read_items(spec: EvalDataset, path: Path | str | None = None) -> list[dict[s
             problem(where, "", f"is a {type(record).__name__}, not an object")
             continue
         bad = False
+        for name, value in record.items():
+            size = len(value) if isinstance(value, str) else len(str(value))
+            if size > spec.max_field_chars:
+                problem(
+                    where,
+                    str(name),
+                    f"is {size:,} characters; the limit is {spec.max_field_chars:,} "
+                    "(max_field_chars of the dataset declaration)",
+                )
+                bad = True
         raw_id = record.get(spec.id_field)
         if _is_missing(raw_id):
             problem(where, spec.id_field, "missing (every item needs an id)")

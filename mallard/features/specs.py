@@ -7,6 +7,7 @@ object and the field as soon as the catalog is imported (that is, when the code 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -69,6 +70,46 @@ class Feature:
     expect: Expectation | None = None
 
 
+@functools.cache
+def _parser() -> Any:
+    from mallard.lake import connect
+
+    return connect()
+
+
+def sql_table_names(sql: str) -> tuple[set[str], set[str], str]:
+    """(tables, CTE names, parse error) of a view's SQL, from DuckDB's parse tree (not bound)."""
+    import json
+
+    sql = sql.replace("$partition_start", "TIMESTAMPTZ '2000-01-01'").replace(
+        "$partition_end", "TIMESTAMPTZ '2000-01-02'"
+    )
+    con = _parser().cursor()
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
+    finally:
+        con.close()
+    if tree.get("error"):
+        return set(), set(), str(tree.get("error_message", "unknown parse error"))
+    tables: set[str] = set()
+    ctes: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and node.get("table_name"):
+                tables.add(node["table_name"])
+            for entry in (node.get("cte_map") or {}).get("map", []):
+                ctes.add(entry["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return tables, ctes, ""
+
+
 @dataclass(frozen=True)
 class FeatureView:
     """Features of one entity computed by SQL over sources, one daily partition at a time.
@@ -100,14 +141,26 @@ class FeatureView:
                 raise DeclarationError(
                     f"FeatureView {self.name!r}: entities holds {entity!r}, which is not an Entity"
                 )
-        if not self.sources:
+        if not self.sources or isinstance(self.sources, str | Source):
             raise DeclarationError(
-                f"FeatureView {self.name!r}: sources must name at least one Source"
+                f"FeatureView {self.name!r}: sources must be a list of at least one Source"
             )
+        for source in self.sources:
+            if not isinstance(source, Source):
+                raise DeclarationError(
+                    f"FeatureView {self.name!r}: sources holds {source!r}, which is not a Source "
+                    "(declare it with Source(...) in catalog/sources.py and pass the object)"
+                )
         if not self.features:
             raise DeclarationError(
                 f"FeatureView {self.name!r}: features must declare at least one Feature"
             )
+        for feature in self.features:
+            if not isinstance(feature, Feature):
+                raise DeclarationError(
+                    f"FeatureView {self.name!r}: features holds {feature!r}, which is not a Feature"
+                )
+        self._check_sql_tables()
         seen: set[str] = set()
         for feature in self.features:
             check_identifier("FeatureView", feature.name, "features", self.name)
@@ -129,6 +182,20 @@ class FeatureView:
         if self.ttl is not None and self.ttl < dt.timedelta(0):
             raise DeclarationError(
                 f"FeatureView {self.name!r}: ttl must be ≥ 0 or None (unbounded)"
+            )
+
+    def _check_sql_tables(self) -> None:
+        """Every table the SQL reads must be one of the view's sources (CTE names aside)."""
+        tables, ctes, error = sql_table_names(self.sql)
+        if error:
+            raise DeclarationError(f"FeatureView {self.name!r}: sql does not parse: {error}")
+        known = {source.name for source in self.sources}
+        unknown = sorted(tables - known - ctes)
+        if unknown:
+            raise DeclarationError(
+                f"FeatureView {self.name!r}: sql reads {', '.join(map(repr, unknown))}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not among its sources "
+                f"({', '.join(sorted(known))}); add the Source to sources= or fix the sql"
             )
 
     @property

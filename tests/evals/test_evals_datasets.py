@@ -129,6 +129,18 @@ def test_nothing_written_when_first_import_is_bad(tmp_path, settings):
     assert not table_path("qs", settings).exists()
 
 
+def test_an_oversized_field_is_refused(tmp_path, settings):
+    huge = {**ROWS[0], "answer": "x" * 10_000_001}
+    path = write_jsonl(tmp_path / "qs.jsonl", [ROWS[1], huge])
+    with pytest.raises(DatasetValidationError) as info:
+        import_dataset(spec(path), settings=settings)
+    assert "line 2, field 'answer': is 10,000,001 characters; the limit is 100,000" in str(
+        info.value
+    )
+    assert not table_path("qs", settings).exists()
+    assert read_items(spec(path, max_field_chars=20_000_000), path)[1]["reference"]
+
+
 def test_csv_and_parquet(tmp_path, settings):
     csv_path = tmp_path / "qs.csv"
     csv_path.write_text(

@@ -23,7 +23,7 @@ def _view(**changes) -> FeatureView:
         name="v",
         entities=[customer],
         sources=[usage_events],
-        sql="SELECT 1",
+        sql="WITH e AS (SELECT * FROM usage_events) SELECT 1 FROM e",
         features=[Feature("a", "int64")],
         ttl=dt.timedelta(days=1),
     )
@@ -44,6 +44,17 @@ def _view(**changes) -> FeatureView:
         ({"features": [Feature("customer_id", "int64")]}, "feature 'customer_id' collides"),
         ({"entities": ["customer"]}, "entities holds 'customer', which is not an Entity"),
         ({"ttl": dt.timedelta(days=-1)}, "ttl must be ≥ 0"),
+        (
+            {"sources": ["usage_events_v2"]},
+            "sources holds 'usage_events_v2', which is not a Source",
+        ),
+        ({"sources": "usage_events"}, "sources must be a list of at least one Source"),
+        ({"features": ["a"]}, "features holds 'a', which is not a Feature"),
+        (
+            {"sql": "SELECT * FROM usage_events_v2 JOIN usage_events USING (customer_id)"},
+            "sql reads 'usage_events_v2', which is not among its sources (usage_events)",
+        ),
+        ({"sql": "SELEKT 1"}, "sql does not parse"),
     ],
 )
 def test_bad_view_is_named(changes, message) -> None:

@@ -42,6 +42,7 @@ SYSTEM_COLUMNS = (EVENT_TS, CREATED_TS, SEQ, PARTITION)
 # _ingested_seq = (write number << SEQ_SHIFT) | row number within the write: strictly increasing
 # across writes without reading the table, and room for 2**40 rows per write.
 SEQ_SHIFT = 40
+RUN_ID_KEY = "mallard.run_id"
 WRITE_NO_KEY = "mallard.write_no"
 SOURCE_VERSION_KEY = "mallard.source_version"
 PROJECTION_SUFFIX = ".latest"
@@ -259,6 +260,7 @@ def write_view_partition(
     join_keys: Sequence[str],
     maintain_projection: bool = True,
     storage_options: dict[str, str] | None = None,
+    commit_metadata: Mapping[str, str] | None = None,
 ) -> WriteResult:
     """Replace one daily partition of a view's offline table atomically.
 
@@ -280,6 +282,7 @@ def write_view_partition(
         join_keys=join_keys,
         maintain_projection=maintain_projection,
         storage_options=storage_options,
+        commit_metadata=commit_metadata,
     )
 
 
@@ -290,11 +293,14 @@ def write_view_partitions(
     join_keys: Sequence[str],
     maintain_projection: bool = True,
     storage_options: dict[str, str] | None = None,
+    commit_metadata: Mapping[str, str] | None = None,
 ) -> WriteResult:
     """Replace several daily partitions in one Delta commit (a backfill), then the projection.
 
     `parts` maps each partition date to its rows (as for `write_view_partition`). Exactly those
     partitions are replaced; a failure before the commit leaves the table as it was.
+    `commit_metadata` is stored with the commit (e.g. `{RUN_ID_KEY: <the writing run>}`), so a
+    commit can be matched with the run that made it (`commits_by_run`).
     """
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -349,7 +355,9 @@ def write_view_partitions(
                         counters["dates"].update(_event_days(out))
                         yield out
 
-        commit = CommitProperties(custom_metadata={WRITE_NO_KEY: str(write_no)})
+        commit = CommitProperties(
+            custom_metadata={**(commit_metadata or {}), WRITE_NO_KEY: str(write_no)}
+        )
         stream = pa.RecordBatchReader.from_batches(schema, batches())
         days = ", ".join(f"'{day.isoformat()}'" for day in readers)
         if table is None:
@@ -393,6 +401,40 @@ def write_view_partitions(
         projection_version=projection_version,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a table that recorded the run that wrote it."""
+
+    version: int
+    run_id: str
+    timestamp: dt.datetime
+    rows: int
+
+
+def commits_by_run(
+    table_path: str | os.PathLike[str], storage_options: dict[str, str] | None = None
+) -> list[Commit]:
+    """The table's data commits that carry a `RUN_ID_KEY`, oldest first (empty if no table)."""
+    from deltalake import DeltaTable
+
+    path = str(table_path)
+    if not DeltaTable.is_deltatable(path, storage_options=storage_options):
+        return []
+    commits = []
+    for entry in DeltaTable(path, storage_options=storage_options).history():
+        run_id = entry.get(RUN_ID_KEY)
+        if run_id:
+            commits.append(
+                Commit(
+                    int(entry["version"]),
+                    str(run_id),
+                    dt.datetime.fromtimestamp(entry["timestamp"] / 1000, tz=dt.UTC),
+                    int((entry.get("operationMetrics") or {}).get("num_added_rows", 0)),
+                )
+            )
+    return sorted(commits, key=lambda c: c.version)
 
 
 def _event_days(batch: pa.RecordBatch) -> list[dt.date]:
