@@ -36,6 +36,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
     name = mon.model
     common = dict(
         group_name="monitoring",
+        owners=[spec.owner] if "@" in spec.owner else None,
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
@@ -143,9 +144,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         description=f"Evidently data drift of each day's {name} inputs against the rows the champion "
         "was evaluated on (sampled), with the HTML report and the drift-share trend.",
         deps=[predictions.key],
-        check_specs=[
-            dg.AssetCheckSpec("drift_share_below_threshold", asset=monitoring_asset(name, "drift"))
-        ],
         kinds={"evidently"},
         # A day's report follows its predictions: no decision here, so no sensor.
         automation_condition=dg.AutomationCondition.eager(),
@@ -166,7 +164,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         champion = load_version(settings, name, resolve_version(settings, name))
         reference = reference_rows(settings, champion)
         numerical = [f for f in features if f not in champion.categorical]
-        latest = None
         for day in partition_days(context):
             logged = log.read_predictions(settings, name, day=day, role="champion")
             if logged.empty:
@@ -209,7 +206,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     "report": result.html_path,
                 },
             )
-            latest = (day, result)
             context.log.info(
                 f"{name} {day}: drift share {result.share_drifted:.2f} {sorted(result.drifted)}"
             )
@@ -240,9 +236,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             )
         history_rows = [r for r in results.read(settings, name, "drift") if r["value"] is not None]
         metadata: dict = {"days_in_run": len(partition_days(context))}
-        share = None
-        if latest is not None:
-            share = latest[1].share_drifted
         if history_rows:
             metadata["drift_share_trend"] = dg.MetadataValue.md(
                 trend_plot(
@@ -253,17 +246,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                 )
             )
         yield dg.MaterializeResult(metadata=metadata)
-        yield dg.AssetCheckResult(
-            check_name="drift_share_below_threshold",
-            passed=share is not None and share < mon.policy.drift_share,
-            metadata={
-                "drift_share": share if share is not None else -1.0,
-                "threshold": mon.policy.drift_share,
-            },
-            description="no drift result for the latest day"
-            if share is None
-            else f"drift share {share:.2f} (threshold {mon.policy.drift_share:.2f})",
-        )
 
     @dg.asset(
         name=monitoring_asset(name, "outcomes"),
@@ -302,11 +284,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
         description=f"{name}'s daily {spec.metric} on outcomes (champion and shadow), the trend, "
         "and Evidently's quality report of the latest day.",
         deps=[outcomes.key],
-        check_specs=[
-            dg.AssetCheckSpec(
-                "metric_within_tolerance", asset=monitoring_asset(name, "performance")
-            )
-        ],
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"evidently"},
         **common,
@@ -334,7 +311,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
 
         champion_version = str(resolve_version(settings, name))
         table = daily_metrics(frame, spec.task) if len(frame) else None
-        latest_value = None
         latest_version = champion_version
         if table is not None:
             for row in table.to_dict("records"):
@@ -361,7 +337,6 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     )
             champion_rows = table[table["role"] == "champion"]
             if len(champion_rows):
-                latest_value = float(champion_rows[metric].iloc[-1])
                 latest_version = str(champion_rows["model_version"].iloc[-1])
         # The latest day is judged against the baseline of the version that scored it.
         baseline = baseline_of(latest_version)
@@ -397,22 +372,77 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
             )
             metadata["report"] = dg.MetadataValue.path(html)
         yield dg.MaterializeResult(metadata=metadata)
-        drop = None if latest_value is None or baseline is None else baseline - latest_value
-        ok = drop is None or (drop <= mon.policy.max_auc_drop if metric == "auc" else True)
-        yield dg.AssetCheckResult(
-            check_name="metric_within_tolerance",
-            passed=bool(ok),
-            metadata={
-                "latest": latest_value if latest_value is not None else -1.0,
-                "baseline": baseline if baseline is not None else -1.0,
-                "model_version": latest_version,
-            },
-            description="no outcomes yet"
-            if drop is None
-            else f"v{latest_version}: {metric} {latest_value:.3f} vs its own baseline {baseline:.3f}",
-        )
 
     return [predictions, drift, outcomes, performance]
 
 
+def build_monitoring_checks(mon: MonitoringSpec) -> list[dg.AssetChecksDefinition]:
+    """The drift and performance checks, standalone: they read the latest recorded result, so the
+    UI's Execute button (or a job) runs them without recomputing the asset."""
+    name = mon.model
+    policy = mon.policy
+
+    @dg.asset_check(
+        asset=monitoring_asset(name, "drift"),
+        name="drift_share_below_threshold",
+        description=f"The latest day's drift share of {name}'s inputs is below "
+        f"{policy.drift_share:.2f}, the share that requests a retrain.",
+    )
+    def drift_share_below_threshold(mlflow: MLflowResource) -> dg.AssetCheckResult:
+        from mallard.monitoring import results
+
+        rows = [r for r in results.read(mlflow.settings(), name, "drift") if r["value"] is not None]
+        if not rows:
+            return dg.AssetCheckResult(passed=True, description="no drift result yet")
+        latest = rows[-1]
+        return dg.AssetCheckResult(
+            passed=latest["value"] < policy.drift_share,
+            metadata={
+                "day": latest["day"].isoformat(),
+                "drift_share": latest["value"],
+                "threshold": policy.drift_share,
+                "drifted": dg.MetadataValue.json(sorted(latest["details"].get("drifted", {}))),
+            },
+            description=f"{latest['day']}: drift share {latest['value']:.2f} "
+            f"(threshold {policy.drift_share:.2f})",
+        )
+
+    @dg.asset_check(
+        asset=monitoring_asset(name, "performance"),
+        name="metric_within_tolerance",
+        description=f"The latest day's {name} champion metric on outcomes has not dropped by "
+        f"more than {policy.max_auc_drop:.2f} AUC from the held-out baseline of the version "
+        "that scored it (regressions: reported, not judged).",
+    )
+    def metric_within_tolerance(mlflow: MLflowResource) -> dg.AssetCheckResult:
+        from mallard.monitoring import results
+
+        rows = [
+            r
+            for r in results.read(mlflow.settings(), name, "performance")
+            if r["value"] is not None
+        ]
+        if not rows:
+            return dg.AssetCheckResult(passed=True, description="no outcomes yet")
+        latest = rows[-1]
+        baseline = latest["details"].get("baseline")
+        metric = "auc" if "auc" in latest["details"] else "mae"
+        drop = None if baseline is None else baseline - latest["value"]
+        ok = drop is None or metric != "auc" or drop <= policy.max_auc_drop
+        return dg.AssetCheckResult(
+            passed=bool(ok),
+            metadata={
+                "day": latest["day"].isoformat(),
+                "latest": latest["value"],
+                "baseline": baseline if baseline is not None else -1.0,
+                "model_version": latest["model_version"],
+            },
+            description=f"{latest['day']}, v{latest['model_version']}: {metric} {latest['value']:.3f}"
+            + (f" vs its own baseline {baseline:.3f}" if baseline is not None else ""),
+        )
+
+    return [drift_share_below_threshold, metric_within_tolerance]
+
+
 MONITORING_ASSETS = [a for mon in MONITORED for a in build_monitoring_assets(mon)]
+MONITORING_CHECKS = [c for mon in MONITORED for c in build_monitoring_checks(mon)]

@@ -8,7 +8,7 @@ from assets.features import FEATURE_VIEW_ASSETS, TRAINING_SET_ASSETS, online_sto
 from assets.llm import LLM_ASSETS
 from assets.llm_evals import EVAL_ASSETS
 from assets.models import MODEL_ASSETS
-from assets.monitoring import MONITORING_ASSETS
+from assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS
 from assets.sources import SOURCE_ASSETS
 from pipelines.jobs import JOBS, OFFLINE_EVAL_JOBS, RETRAIN_JOBS
 from pipelines.schedules import SCHEDULES
@@ -27,6 +27,7 @@ defs = dg.Definitions(
         *LLM_ASSETS,
         *EVAL_ASSETS,
     ],
+    asset_checks=MONITORING_CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=[
