@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from mallard.features.online import (
     MISSING,
+    MISSING_VIEW,
     PRESENT,
     STALE,
     OnlineStoreError,
@@ -201,8 +202,11 @@ def test_many_views_compound_keys_and_odd_entity_keys_in_one_call(store):
     ]
     named = store.read(entity[:1], [("profile", ["spend"])], full_feature_names=True)
     assert named.to_dict() == {"customer_id": [1], "profile__spend": [1.0]}
-    with pytest.raises(OnlineStoreError, match="not in the"):
-        store.read(entity, [("nope", ["x"])])
+    absent = store.read(entity, [("profile", ["spend"]), ("nope", ["x"], None, ["region"])])
+    assert absent.status["nope"] == [MISSING_VIEW] * len(entity)
+    assert absent.values["x"] == [None] * len(entity)
+    assert absent.values["spend"] == [1.0, 2.0, None, 1.0, None, 1.0, None]
+    assert absent.missing_views == ["nope"]
     with pytest.raises(OnlineStoreError, match="no feature"):
         store.read(entity, [("profile", ["nope"])])
 
@@ -372,3 +376,83 @@ def test_materialization_from_the_offline_table_is_incremental(store, tmp_path, 
     full, _ = latest_rows(path, ["customer_id"], ["spend", "segment"])
     incremental, _ = latest_rows(path, ["customer_id"], ["spend", "segment"], since_seq=0)
     assert full.sort_by("customer_id").to_pylist() == incremental.sort_by("customer_id").to_pylist()
+
+
+def test_delete_keys_are_removed_or_replaced_in_the_same_write(store):
+    store.write(
+        "profile",
+        ["customer_id"],
+        ["spend"],
+        profile_rows([1, 2, 3], [9, 9, 9], [1.0, 2.0, 3.0], created=[9, 9, 9]),
+    )
+    # Key 2 is deleted and written back with an older row: it takes that row anyway;
+    # key 3 is deleted with nothing to write back; key 4 was never stored.
+    stats = store.write(
+        "profile",
+        ["customer_id"],
+        ["spend"],
+        profile_rows([2], [1], [20.0]),
+        delete_keys=pa.table({"customer_id": pa.array([2, 3, 4, None], pa.int64())}),
+    )
+    assert (stats.deleted, stats.applied) == (1, 1)
+    got = store.read([{"customer_id": k} for k in (1, 2, 3)], [("profile", ["spend"])])
+    assert got.values["spend"] == [1.0, 20.0, None]
+    assert got.status["profile"] == [PRESENT, PRESENT, MISSING]
+    assert got.event_timestamps["profile"][1] == T0 + dt.timedelta(minutes=1)
+
+
+def test_replace_view_swaps_keys_columns_and_types(store, tmp_path, redis_url):
+    store.write("profile", ["customer_id"], ["spend"], profile_rows([1, 2], [0, 0], [1.0, 2.0]))
+    # A second client with its own cache, as another process would have.
+    if store.kind == "sqlite":
+        other = open_online_store("sqlite", path=store.path)
+    else:
+        other = open_online_store("redis", url=redis_url, prefix=store.prefix)
+    assert other.read([{"customer_id": 1}], [("profile", ["spend"])]).values["spend"] == [1.0]
+    rows = pa.table(
+        {
+            "customer_id": pa.array([2, 5], pa.int64()),
+            "event_timestamp": pa.array([T0, T0], TS),
+            "spend": pa.array([T0, T0 + dt.timedelta(days=1)], TS),  # now a timestamp
+            "vip": pa.array([True, False]),
+        }
+    )
+    stats = store.replace_view("profile", ["customer_id"], ["spend", "vip"], rows)
+    assert stats.applied == 2
+    for reader in (store, other):
+        got = reader.read([{"customer_id": k} for k in (1, 2, 5)], [("profile", ["spend", "vip"])])
+        assert got.status["profile"] == [MISSING, PRESENT, PRESENT]
+        assert got.values["spend"] == [None, T0, T0 + dt.timedelta(days=1)]
+        assert got.values["vip"] == [None, True, False]
+    assert store.views() == ["profile"]
+    other.close()
+
+
+def test_redis_views_from_before_generations_are_read_then_moved(redis_url):
+    """The layout without generations (a release before): read and written as it is, and
+    moved to a generation, its old keys removed, by the next full load."""
+    import json
+
+    import redis
+
+    prefix = f"old{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set(
+        f"{prefix}:__schema__:profile",
+        json.dumps(
+            {"join_keys": ["customer_id"], "types": {"customer_id": "int", "spend": "float"}}
+        ),
+    )
+    for key, spend in ((1, 1.0), (2, 2.0)):
+        client.hset(f"{prefix}:profile:[{key}]", mapping={"_ts": 0, "spend": repr(spend)})
+    with open_online_store("redis", url=redis_url, prefix=prefix) as store:
+        keys = [{"customer_id": k} for k in (1, 2)]
+        assert store.read(keys, [("profile", ["spend"])]).values["spend"] == [1.0, 2.0]
+        store.write("profile", ["customer_id"], ["spend"], profile_rows([2], [0], [3.0]))
+        assert store.read(keys, [("profile", ["spend"])]).values["spend"] == [1.0, 3.0]
+        store.replace_view("profile", ["customer_id"], ["spend"], profile_rows([2], [0], [4.0]))
+        got = store.read(keys, [("profile", ["spend"])])
+        assert got.values["spend"] == [None, 4.0]
+    left = sorted(k for k in client.keys(f"{prefix}:*") if "__" not in k)
+    client.close()
+    assert left == [f"{prefix}:profile:1:[2]"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from mallard.features.online.base import (
     MISSING,
+    MISSING_VIEW,
     PRESENT,
     STALE,
     OnlineResult,
@@ -36,6 +37,7 @@ def open_online_store(kind: str = "sqlite", **options: Any) -> OnlineStore:
 
 __all__ = [
     "MISSING",
+    "MISSING_VIEW",
     "PRESENT",
     "STALE",
     "OnlineResult",

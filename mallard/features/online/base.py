@@ -2,11 +2,15 @@
 
 An online store holds, per feature view, the latest value of each feature for each entity key.
 `write` upserts a batch of rows, keeping per key the row with the latest event_timestamp (then
-the latest created_timestamp, null being oldest; on a full tie the row written last), atomically
-per view. `read` returns typed values for many keys from many views in one call, and applies each
-view's ttl relative to `now`: a value whose event_timestamp is older than `now - ttl` comes back
-null with the status "stale". A value newer than `now` is returned as present (the store keeps
-only the latest value, so there is nothing older to fall back to).
+the latest created_timestamp, null being oldest; on a full tie the row written last), and first
+removes the keys given in `delete_keys` (a removed key that is also in the batch takes the
+batch's row whatever the stored one was), atomically per view. `replace_view` swaps a whole view
+for a new one atomically: a reader sees the old view or the new one, never a mix. `read`
+returns typed values for many keys from many views in one call, and applies each view's ttl
+relative to `now`: a value whose event_timestamp is older than `now - ttl` comes back null with
+the status "stale". A value newer than `now` is returned as present (the store keeps only the
+latest value, so there is nothing older to fall back to). A view the store does not hold (never
+loaded, or deleted) reads as nulls with the status "missing_view", for every entity row.
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ CREATED_TS = "created_timestamp"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_DATE = dt.date(1970, 1, 1)
 PRESENT, MISSING, STALE = "present", "missing", "stale"
+MISSING_VIEW = "missing_view"  # the view is not in the store (not loaded yet): an outage, not data
 LOGICAL_TYPES = ("int", "float", "bool", "str", "timestamp", "date")
 
 
 class OnlineStoreError(RuntimeError):
     """An online write or read was refused; the message names the view and the reason."""
+
+
+class ViewNotLoaded(Exception):
+    """Raised by a backend's `_fetch` when the view disappeared since its schema was read."""
 
 
 class ReadRequest(NamedTuple):
@@ -47,6 +56,7 @@ class WriteStats:
     keys: int  # distinct keys in the batch
     applied: int  # keys whose stored value changed (newer rows only)
     seconds: float
+    deleted: int = 0  # stored keys removed (by `delete_keys`) and not written back
 
 
 @dataclass
@@ -54,7 +64,8 @@ class OnlineResult:
     """Values for each entity row, in the order the keys were given.
 
     `values[name]` holds one typed value per entity row (None when missing or stale);
-    `status[view]` one of "present", "missing", "stale" per entity row;
+    `status[view]` one of "present", "missing", "stale", "missing_view" per entity row
+    ("missing_view": the store does not hold the view at all, e.g. not loaded yet);
     `event_timestamps[view]` the stored value's event time (None when missing).
     """
 
@@ -68,6 +79,11 @@ class OnlineResult:
 
     def stale(self, view: str) -> list[bool]:
         return [s == STALE for s in self.status[view]]
+
+    @property
+    def missing_views(self) -> list[str]:
+        """The requested views the store does not hold (their values are all None)."""
+        return [v for v, s in self.status.items() if s and s[0] == MISSING_VIEW]
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Key columns then feature columns, like Feast's `to_dict()`."""
@@ -263,6 +279,86 @@ class Batch:
     def size(self) -> int:
         return len(self.event)
 
+    def key_tuples(self) -> list[tuple]:
+        return list(zip(*self.keys, strict=True)) if self.size else []
+
+
+def _table(rows: Any) -> Any:
+    import pyarrow as pa
+
+    if hasattr(rows, "iloc"):
+        return pa.Table.from_pandas(rows, preserve_index=False)
+    if isinstance(rows, pa.RecordBatchReader):
+        return rows.read_all()
+    if isinstance(rows, pa.RecordBatch):
+        return pa.Table.from_batches([rows])
+    if isinstance(rows, pa.Table):
+        return rows
+    return pa.table(rows)
+
+
+def _utc_micros(col: Any, view: str) -> Any:
+    import pyarrow as pa
+
+    ts_type = pa.timestamp("us", tz="UTC")
+    if pa.types.is_timestamp(col.type):
+        if col.type.tz is None:
+            col = col.cast(pa.timestamp("us"), safe=False).cast(ts_type)
+        else:
+            col = col.cast(ts_type, safe=False)
+    elif pa.types.is_date(col.type):
+        col = col.cast(pa.timestamp("us")).cast(ts_type)
+    elif pa.types.is_null(col.type):
+        col = col.cast(ts_type)
+    else:
+        raise OnlineStoreError(f"view {view}: {col.type} is not a timestamp")
+    return col.cast(pa.int64())
+
+
+def stored_values(col: Any, typ: str, view: str = "?") -> list[Any]:
+    """An Arrow column as the stored representation of its logical type (Python values)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if typ == "timestamp":
+        return _utc_micros(col, view).to_pylist()
+    if typ == "date":
+        return col.cast(pa.date32()).cast(pa.int32()).to_pylist()
+    if typ == "bool":
+        return col.cast(pa.int8()).to_pylist()
+    if typ == "float":
+        col = col.cast(pa.float64())
+        col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
+        return col.to_pylist()
+    if typ == "int":
+        return col.cast(pa.int64()).to_pylist()
+    return col.cast(pa.string()).to_pylist()
+
+
+def prepare_keys(view: str, join_keys: Sequence[str], keys: Any) -> list[tuple]:
+    """Entity keys to delete (Arrow, pandas or a dict of columns) as stored key tuples.
+
+    Rows with a null key part are dropped (no stored row can have one); duplicates are dropped.
+    """
+    import pyarrow.compute as pc
+
+    table = _table(keys)
+    missing = [k for k in join_keys if k not in table.column_names]
+    if missing:
+        raise OnlineStoreError(f"view {view}: keys to delete lack column(s) {missing}")
+    if table.num_rows == 0:
+        return []
+    columns = []
+    for name in join_keys:
+        col = table.column(name)
+        typ = logical_type(col.type, name)
+        if typ == "float":
+            col = pc.if_else(pc.is_nan(col), None, col)
+        columns.append(stored_values(col, typ, view))
+    return list(
+        dict.fromkeys(t for t in zip(*columns, strict=True) if all(part is not None for part in t))
+    )
+
 
 def prepare_batch(
     view: str,
@@ -276,16 +372,7 @@ def prepare_batch(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if hasattr(rows, "iloc"):
-        table = pa.Table.from_pandas(rows, preserve_index=False)
-    elif isinstance(rows, pa.RecordBatchReader):
-        table = rows.read_all()
-    elif isinstance(rows, pa.RecordBatch):
-        table = pa.Table.from_batches([rows])
-    elif isinstance(rows, pa.Table):
-        table = rows
-    else:
-        table = pa.table(rows)
+    table = _table(rows)
     join_keys, features = list(join_keys), list(features)
     if not join_keys:
         raise OnlineStoreError(f"view {view}: at least one join key is needed")
@@ -299,25 +386,9 @@ def prepare_batch(
         raise OnlineStoreError(f"view {view}: duplicate column names in keys/features")
     types = {c: logical_type(table.schema.field(c).type, c) for c in [*join_keys, *features]}
     n = table.num_rows
-    ts_type = pa.timestamp("us", tz="UTC")
-
-    def as_micros(col: Any) -> Any:
-        if pa.types.is_timestamp(col.type):
-            if col.type.tz is None:
-                col = col.cast(pa.timestamp("us"), safe=False).cast(ts_type)
-            else:
-                col = col.cast(ts_type, safe=False)
-        elif pa.types.is_date(col.type):
-            col = col.cast(pa.timestamp("us")).cast(ts_type)
-        elif pa.types.is_null(col.type):
-            col = col.cast(ts_type)
-        else:
-            raise OnlineStoreError(f"view {view}: {col.type} is not a timestamp")
-        return col.cast(pa.int64())
-
-    event = as_micros(table.column(event_timestamp_column))
+    event = _utc_micros(table.column(event_timestamp_column), view)
     if created_timestamp_column and created_timestamp_column in table.column_names:
-        created = as_micros(table.column(created_timestamp_column))
+        created = _utc_micros(table.column(created_timestamp_column), view)
     else:
         created = pa.nulls(n, pa.int64())
     valid = pc.is_valid(event)
@@ -360,20 +431,7 @@ def prepare_batch(
         take = pc.take(take, pc.take(last.column("pos_max"), by_key))
 
     def stored(col: Any, typ: str) -> list[Any]:
-        col = pc.take(col, take)
-        if typ == "timestamp":
-            return as_micros(col).to_pylist()
-        if typ == "date":
-            return col.cast(pa.date32()).cast(pa.int32()).to_pylist()
-        if typ == "bool":
-            return col.cast(pa.int8()).to_pylist()
-        if typ == "float":
-            col = col.cast(pa.float64())
-            col = pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col)
-            return col.to_pylist()
-        if typ == "int":
-            return col.cast(pa.int64()).to_pylist()
-        return col.cast(pa.string()).to_pylist()
+        return stored_values(pc.take(col, take), typ, view)
 
     return Batch(
         view=view,
@@ -432,8 +490,31 @@ class OnlineStore(ABC):
         *,
         event_timestamp_column: str = EVENT_TS,
         created_timestamp_column: str | None = CREATED_TS,
+        delete_keys: Any = None,
     ) -> WriteStats:
-        """Upsert the latest value per key from `rows` (Arrow or pandas), atomically for the view."""
+        """Upsert the latest value per key from `rows` (Arrow or pandas), atomically for the view.
+
+        `delete_keys` (Arrow, pandas or a dict of key columns) are removed first, in the same
+        transaction: a deleted key that `rows` holds gets its row from `rows` unconditionally,
+        the others disappear (counted in `deleted`).
+        """
+
+    @abstractmethod
+    def replace_view(
+        self,
+        view_name: str,
+        join_keys: Sequence[str],
+        features: Sequence[str],
+        rows: Any,
+        *,
+        event_timestamp_column: str = EVENT_TS,
+        created_timestamp_column: str | None = CREATED_TS,
+    ) -> WriteStats:
+        """Replace the whole view with the latest value per key from `rows`, atomically.
+
+        Readers see the old view (keys, values and schema) until the new one is complete, then
+        the new one; a load that fails or is killed midway leaves the old view as it was.
+        """
 
     @abstractmethod
     def schema(self, view_name: str) -> ViewSchema | None:
@@ -473,24 +554,39 @@ class OnlineStore(ABC):
         `entity_keys` is a list of dicts, a pandas DataFrame, an Arrow table or a dict of
         lists; each view takes its join keys from it. Values come back typed (int, float, bool,
         str, datetime in UTC, date); a key with no stored row is "missing", one whose stored
-        event time is older than `now - ttl` is "stale"; both give None values.
+        event time is older than `now - ttl` is "stale"; both give None values. A view the store
+        does not hold gives None values and "missing_view" for every row (the other views are
+        still read), so a partly loaded store answers with what it has.
         """
         reqs = _requests(requests)
         now_us = micros(now) if now is not None else utc_now_micros()
         if now_us is None:
             raise OnlineStoreError(f"now={now!r} is not a timestamp")
-        schemas = []
+        self._begin_read()
+        try:
+            return self._read(reqs, entity_keys, now_us, full_feature_names)
+        finally:
+            self._end_read()
+
+    def _read(
+        self,
+        reqs: list[ReadRequest],
+        entity_keys: Any,
+        now_us: int,
+        full_feature_names: bool,
+    ) -> OnlineResult:
+        schemas: list[tuple[ReadRequest, ViewSchema | None, tuple[str, ...]]] = []
         for req in reqs:
             schema = self.schema(req.view)
             if schema is None:
-                raise OnlineStoreError(f"view {req.view!r} is not in the {self.kind} online store")
+                schemas.append((req, None, tuple(req.join_keys or ())))
+                continue
             unknown = [f for f in req.features if f not in schema.types or f in schema.join_keys]
             if unknown:
                 schema = self._refresh_schema(req.view)
                 if schema is None:
-                    raise OnlineStoreError(
-                        f"view {req.view!r} is no longer in the {self.kind} online store"
-                    )
+                    schemas.append((req, None, tuple(req.join_keys or ())))
+                    continue
                 unknown = [f for f in req.features if f not in schema.types]
                 if unknown:
                     raise OnlineStoreError(f"view {req.view!r} has no feature(s) {unknown}")
@@ -505,26 +601,6 @@ class OnlineStore(ABC):
         status: dict[str, list[str]] = {}
         stamps: dict[str, list[dt.datetime | None]] = {}
         for req, schema, keys in schemas:
-            key_types = [schema.types[k] for k in schema.join_keys]
-            tuples: list[tuple | None] = []
-            for i in range(n):
-                parts = []
-                for name, typ in zip(keys, key_types, strict=True):
-                    part = (
-                        normalize_key(columns[name][i], typ)
-                        if not _is_null(columns[name][i])
-                        else None
-                    )
-                    if part is None:
-                        break
-                    parts.append(part)
-                else:
-                    tuples.append(tuple(parts))
-                    continue
-                tuples.append(None)
-            wanted = list(dict.fromkeys(t for t in tuples if t is not None))
-            found = self._fetch(schema, req.features, wanted) if wanted else {}
-            cutoff = None if req.ttl is None else now_us - _micros(req.ttl)
             names = [f"{req.view}__{f}" if full_feature_names else f for f in req.features]
             for name in names:
                 if name in values:
@@ -532,6 +608,20 @@ class OnlineStore(ABC):
                         f"feature {name!r} requested twice: use full_feature_names=True"
                     )
                 values[name] = [None] * n
+            if req.view in status:
+                raise OnlineStoreError(f"view {req.view!r} requested twice")
+            looked_up = None
+            if schema is not None:
+                try:
+                    looked_up = self._lookup(schema, req.features, keys, columns, n)
+                except ViewNotLoaded:  # deleted since its schema was cached
+                    looked_up = None
+            if looked_up is None:
+                status[req.view] = [MISSING_VIEW] * n
+                stamps[req.view] = [None] * n
+                continue
+            found, tuples = looked_up
+            cutoff = None if req.ttl is None else now_us - _micros(req.ttl)
             view_status = [MISSING] * n
             view_stamps: list[dt.datetime | None] = [None] * n
             cols = [values[name] for name in names]
@@ -549,13 +639,45 @@ class OnlineStore(ABC):
                 view_status[i] = PRESENT
                 for col, value in zip(cols, decoded, strict=True):
                     col[i] = value
-            label = req.view
-            if label in status:
-                raise OnlineStoreError(f"view {label!r} requested twice")
-            status[label] = view_status
-            stamps[label] = view_stamps
+            status[req.view] = view_status
+            stamps[req.view] = view_stamps
         key_out = {k: list(v) for k, v in columns.items()}
         return OnlineResult(keys=key_out, values=values, status=status, event_timestamps=stamps)
+
+    def _lookup(
+        self,
+        schema: ViewSchema,
+        features: Sequence[str],
+        keys: Sequence[str],
+        columns: dict[str, list[Any]],
+        n: int,
+    ) -> tuple[dict[tuple, tuple[int, list[Any]]], list[tuple | None]]:
+        """The stored rows per key tuple, and each entity row's key tuple (None: cannot match)."""
+        key_types = [schema.types[k] for k in schema.join_keys]
+        tuples: list[tuple | None] = []
+        for i in range(n):
+            parts = []
+            for name, typ in zip(keys, key_types, strict=True):
+                part = (
+                    normalize_key(columns[name][i], typ) if not _is_null(columns[name][i]) else None
+                )
+                if part is None:
+                    break
+                parts.append(part)
+            else:
+                tuples.append(tuple(parts))
+                continue
+            tuples.append(None)
+        wanted = list(dict.fromkeys(t for t in tuples if t is not None))
+        return (self._fetch(schema, features, wanted) if wanted else {}), tuples
+
+    def _begin_read(self) -> None:
+        """Called once per `read` before any schema is looked up (SQLite opens a snapshot)."""
+        return None
+
+    def _end_read(self) -> None:
+        """Called once per `read` when it is done, also after an error."""
+        return None
 
     def _refresh_schema(self, view_name: str) -> ViewSchema | None:
         return self.schema(view_name)

@@ -2,8 +2,12 @@
 
 Each table has the view's join keys as its primary key, then `__event_ts` and `__created_ts`
 (UTC microseconds) and one typed column per feature. Reads are primary-key lookups through
-statements SQLite keeps prepared (the connection's statement cache); writes are one transaction
-per view, so a failed write leaves the view as it was. WAL mode lets readers run during a write.
+statements SQLite keeps prepared (the connection's statement cache), all the views of one read
+in one read transaction (one snapshot). Writes are one transaction per view, so a failed write
+leaves the view as it was; keys to delete are deleted in the same transaction. A full load
+(`replace_view`) builds the new table beside the old one and swaps it in, in one transaction
+(create, fill, drop the old, rename): readers keep the old snapshot until it commits, and a load
+that dies midway is rolled back by SQLite. WAL mode lets readers run during a write.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from mallard.features.online.base import (
     EVENT_TS,
     OnlineStore,
     OnlineStoreError,
+    ViewNotLoaded,
     ViewSchema,
     WriteStats,
     decoders,
     prepare_batch,
+    prepare_keys,
 )
 
 META = "_mallard_online_views"
@@ -50,6 +56,10 @@ def table_name(view: str) -> str:
     return f"fv__{view}"
 
 
+def loading_table_name(view: str) -> str:
+    return f"fv__{view}__loading"
+
+
 class SqliteOnlineStore(OnlineStore):
     """Online store in one SQLite file; safe to share between threads (a connection per thread)."""
 
@@ -68,6 +78,7 @@ class SqliteOnlineStore(OnlineStore):
         self._local = threading.local()
         self._schemas: dict[str, ViewSchema] = {}
         self._select_sql: dict[tuple, str] = {}
+        self._schema_version: int | None = None
         con = self._con()
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {META} (view TEXT PRIMARY KEY, table_name TEXT NOT NULL, "
@@ -144,17 +155,28 @@ class SqliteOnlineStore(OnlineStore):
         *,
         event_timestamp_column: str = EVENT_TS,
         created_timestamp_column: str | None = CREATED_TS,
+        delete_keys: Any = None,
     ) -> WriteStats:
         started = time.perf_counter()
         batch = prepare_batch(
             view_name, join_keys, features, rows, event_timestamp_column, created_timestamp_column
         )
+        doomed = [] if delete_keys is None else prepare_keys(view_name, join_keys, delete_keys)
         table = _q(table_name(view_name))
         con = self._con()
         con.execute("BEGIN IMMEDIATE")
         try:
             types = self._ensure_table(con, batch)
             keys = [_q(k) for k in batch.join_keys]
+            deleted = 0
+            if doomed:
+                written = set(batch.key_tuples())
+                match = " AND ".join(f"{k} = ?" for k in keys)
+                delete = f"DELETE FROM {table} WHERE {match}"
+                before = con.total_changes
+                con.executemany(delete, (k for k in doomed if k not in written))
+                deleted = con.total_changes - before
+                con.executemany(delete, (k for k in doomed if k in written))
             cols = [*keys, EV, CR, *(_q(f) for f in batch.features)]
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols[len(keys) :])
             sql = (
@@ -168,24 +190,14 @@ class SqliteOnlineStore(OnlineStore):
                 sql, zip(*batch.keys, batch.event, batch.created, *batch.values, strict=True)
             )
             applied = con.total_changes - before
-            con.execute(
-                f"INSERT INTO {META} (view, table_name, join_keys, types, updated_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (view) DO UPDATE SET types = excluded.types, updated_at = excluded.updated_at",
-                (
-                    view_name,
-                    table_name(view_name),
-                    json.dumps(batch.join_keys),
-                    json.dumps(types),
-                    time.time(),
-                ),
-            )
+            self._save_meta(con, view_name, batch.join_keys, types)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             self._schemas.pop(view_name, None)
             raise
         self._schemas[view_name] = ViewSchema(view_name, tuple(batch.join_keys), types)
-        distinct = len(set(zip(*batch.keys, strict=True))) if batch.size else 0
+        distinct = len(set(batch.key_tuples()))
         return WriteStats(
             view_name,
             batch.rows,
@@ -193,6 +205,67 @@ class SqliteOnlineStore(OnlineStore):
             distinct,
             min(applied, distinct),
             time.perf_counter() - started,
+            deleted,
+        )
+
+    def replace_view(
+        self,
+        view_name: str,
+        join_keys: Sequence[str],
+        features: Sequence[str],
+        rows: Any,
+        *,
+        event_timestamp_column: str = EVENT_TS,
+        created_timestamp_column: str | None = CREATED_TS,
+    ) -> WriteStats:
+        started = time.perf_counter()
+        batch = prepare_batch(
+            view_name, join_keys, features, rows, event_timestamp_column, created_timestamp_column
+        )
+        table, loading = _q(table_name(view_name)), _q(loading_table_name(view_name))
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(f"DROP TABLE IF EXISTS {loading}")
+            con.execute(_create_sql(loading, batch))
+            cols = [
+                *(_q(k) for k in batch.join_keys),
+                EV,
+                CR,
+                *(_q(f) for f in batch.features),
+            ]
+            # One row per key, in key order (prepare_batch): plain inserts at the B-tree's end.
+            con.executemany(
+                f"INSERT INTO {loading} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                zip(*batch.keys, batch.event, batch.created, *batch.values, strict=True),
+            )
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"ALTER TABLE {loading} RENAME TO {table}")
+            self._save_meta(con, view_name, batch.join_keys, dict(batch.types))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._schemas.pop(view_name, None)
+            raise
+        self._schemas[view_name] = ViewSchema(view_name, tuple(batch.join_keys), dict(batch.types))
+        self._select_sql.clear()
+        return WriteStats(
+            view_name,
+            batch.rows,
+            batch.rejected,
+            batch.size,
+            batch.size,
+            time.perf_counter() - started,
+        )
+
+    def _save_meta(
+        self, con: sqlite3.Connection, view: str, join_keys: list[str], types: dict[str, str]
+    ) -> None:
+        con.execute(
+            f"INSERT INTO {META} (view, table_name, join_keys, types, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (view) DO UPDATE SET join_keys = excluded.join_keys, "
+            "types = excluded.types, updated_at = excluded.updated_at",
+            (view, table_name(view), json.dumps(join_keys), json.dumps(types), time.time()),
         )
 
     def _ensure_table(self, con: sqlite3.Connection, batch: Any) -> dict[str, str]:
@@ -202,16 +275,8 @@ class SqliteOnlineStore(OnlineStore):
         ).fetchone()
         table = _q(table_name(batch.view))
         if row is None:
-            keys = ", ".join(
-                f"{_q(k)} {SQL_TYPES[batch.types[k]]} NOT NULL" for k in batch.join_keys
-            )
-            feats = "".join(f", {_q(f)} {SQL_TYPES[batch.types[f]]}" for f in batch.features)
-            pk = ", ".join(_q(k) for k in batch.join_keys)
             con.execute(f"DROP TABLE IF EXISTS {table}")
-            con.execute(
-                f"CREATE TABLE {table} ({keys}, {EV} INTEGER NOT NULL, {CR} INTEGER{feats}, "
-                f"PRIMARY KEY ({pk})) WITHOUT ROWID"
-            )
+            con.execute(_create_sql(table, batch))
             return dict(batch.types)
         stored_keys, stored_types = json.loads(row[0]), json.loads(row[1])
         if stored_keys != batch.join_keys:
@@ -234,7 +299,49 @@ class SqliteOnlineStore(OnlineStore):
         return types
 
     # -- read ---------------------------------------------------------------------------------
+    def _begin_read(self) -> None:
+        # One snapshot for every view of the read. Another process's full load or new column
+        # changes the schema version: the cached schemas (types, columns) are then re-read.
+        con = self._con()
+        con.execute("BEGIN")
+        try:
+            version = con.execute("PRAGMA schema_version").fetchone()[0]
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if version != self._schema_version:
+            self._schemas.clear()
+            self._select_sql.clear()
+            self._schema_version = version
+
+    def _end_read(self) -> None:
+        con = self._con()
+        if con.in_transaction:
+            con.execute("COMMIT")
+
     def _fetch(
+        self, schema: ViewSchema, features: Sequence[str], keys: list[tuple]
+    ) -> dict[tuple, tuple[int, list[Any]]]:
+        try:
+            return self._fetch_rows(schema, features, keys)
+        except sqlite3.OperationalError as exc:
+            if "no such column" not in str(exc) and "no such table" not in str(exc):
+                raise
+            # Changed since the schema was cached (deleted, or replaced with other columns).
+            self._select_sql.clear()
+            fresh = self._refresh_schema(schema.view)
+            if fresh is None:
+                raise ViewNotLoaded(schema.view) from exc
+            unknown = [f for f in features if f not in fresh.types or f in fresh.join_keys]
+            if unknown or fresh.join_keys != schema.join_keys:
+                raise OnlineStoreError(
+                    f"view {schema.view}: was reloaded without feature(s) {unknown}"
+                    if unknown
+                    else f"view {schema.view}: now keyed by {list(fresh.join_keys)}"
+                ) from exc
+            return self._fetch_rows(fresh, features, keys)
+
+    def _fetch_rows(
         self, schema: ViewSchema, features: Sequence[str], keys: list[tuple]
     ) -> dict[tuple, tuple[int, list[Any]]]:
         con = self._con()
@@ -246,14 +353,7 @@ class SqliteOnlineStore(OnlineStore):
             chunk = keys[start : start + CHUNK]
             sql = self._select(schema, tuple(features), len(chunk))
             params = [p for key in chunk for p in key] if nk > 1 or len(chunk) > 1 else chunk[0]
-            try:
-                rows = con.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "no such column" in str(exc) or "no such table" in str(exc):
-                    self._schemas.pop(schema.view, None)
-                    self._select_sql.clear()
-                    raise OnlineStoreError(f"view {schema.view}: {exc}") from exc
-                raise
+            rows = con.execute(sql, params).fetchall()
             for row in rows:
                 values = list(row[nk + 1 :])
                 if not plain:
@@ -282,3 +382,13 @@ class SqliteOnlineStore(OnlineStore):
             self._select_sql.clear()
         self._select_sql[cache_key] = sql
         return sql
+
+
+def _create_sql(table: str, batch: Any) -> str:
+    keys = ", ".join(f"{_q(k)} {SQL_TYPES[batch.types[k]]} NOT NULL" for k in batch.join_keys)
+    feats = "".join(f", {_q(f)} {SQL_TYPES[batch.types[f]]}" for f in batch.features)
+    pk = ", ".join(_q(k) for k in batch.join_keys)
+    return (
+        f"CREATE TABLE {table} ({keys}, {EV} INTEGER NOT NULL, {CR} INTEGER{feats}, "
+        f"PRIMARY KEY ({pk})) WITHOUT ROWID"
+    )
