@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +161,138 @@ def test_cli_historical_features_with_each_plan(usage_table, tmp_path: Path, pla
     assert frame["minutes_7d"].tolist()[:2] == [101.0, 103.0]
     assert pd.isna(frame["minutes_7d"].iloc[2])
     assert frame["minutes_7d"].iloc[3] == 201.0
+
+
+# --------------------------------------------------------------------------------------------
+# Rewrites that remove rows, and views not loaded yet (both backends)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request, mallard_home: Path):
+    settings = load_settings()
+    if request.param == "sqlite":
+        store = open_online_store("sqlite", path=str(settings.online_store_path))
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = open_online_store("redis", url=url, prefix=f"m{uuid.uuid4().hex[:8]}")
+    yield settings, store
+    store.close()
+
+
+def _rows(day: dt.date, minutes: dict[int, float], created_hours_before_end: float = 0.0):
+    rows = _day_rows(day, list(minutes), 0.0)
+    rows["minutes_7d"] = list(minutes.values())
+    rows["created_timestamp"] = rows["event_timestamp"] - pd.Timedelta(
+        hours=created_hours_before_end
+    )
+    return rows
+
+
+def _offline_latest(settings, customers: list[int], at: dt.datetime) -> list[float | None]:
+    """The offline store's point-in-time answer at `at`, with the view's ttl: the truth."""
+    from mallard.features.offline import ViewRead, get_historical_features
+
+    version = register_version(settings, usage_7d)
+    entity = pd.DataFrame(
+        {"customer_id": customers, "event_timestamp": [pd.Timestamp(at)] * len(customers)}
+    )
+    frame = get_historical_features(
+        entity,
+        [ViewRead("usage_7d", str(version.table_path), ["customer_id"], FEATURES, usage_7d.ttl)],
+    )
+    return [None if pd.isna(v) else float(v) for v in frame["minutes_7d"]]
+
+
+def _online_latest(store, customers: list[int], at: dt.datetime) -> list[float | None]:
+    got = get_online_features(
+        store, REGISTRY, [{"customer_id": c} for c in customers], ["usage_7d:minutes_7d"], now=at
+    )
+    return got.values["minutes_7d"]
+
+
+def test_a_rewrite_that_removes_rows_is_applied_online(online) -> None:
+    """The issue's case: customers 1-100's usage removed at the source, 2026-12-03 recomputed.
+
+    1-50 have no usage left that day (their rows go: the 12-02 value is the latest again),
+    51-100 are recomputed from fewer events (lower values, an earlier max(created_timestamp)),
+    201-210 only ever had a row on 12-03 (all their rows go: they disappear online).
+    """
+    settings, store = online
+    version = register_version(settings, usage_7d)
+    days = [dt.date(2026, 12, 1), dt.date(2026, 12, 2), dt.date(2026, 12, 3)]
+    customers = list(range(1, 201))
+    write_view_partitions(
+        version.table_path,
+        {
+            day: _rows(day, {c: 1000.0 * (i + 1) + c for c in customers})
+            for i, day in enumerate(days)
+        }
+        | {days[2]: _rows(days[2], {c: 3000.0 + c for c in [*customers, *range(201, 211)]})},
+        join_keys=["customer_id"],
+    )
+    materialize_online(REGISTRY, settings, store, ["usage_7d"])
+    at = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    everyone = list(range(1, 212))
+    assert _online_latest(store, everyone, at) == _offline_latest(settings, everyone, at)
+
+    rewritten = {c: 3000.0 + c for c in range(101, 201)} | {c: 1.5 * c for c in range(51, 101)}
+    write_view_partitions(
+        version.table_path,
+        {days[2]: _rows(days[2], rewritten, created_hours_before_end=6)},
+        join_keys=["customer_id"],
+    )
+    stats = materialize_online(REGISTRY, settings, store, ["usage_7d"])
+    online_values = _online_latest(store, everyone, at)
+    offline_values = _offline_latest(settings, everyone, at)
+    differ = [c for c, a, b in zip(everyone, online_values, offline_values, strict=True) if a != b]
+    assert differ == [], f"{len(differ)} keys differ online, e.g. customer {differ[0]}"
+    assert online_values[4] == 2005.0  # customer 5: back to its 12-02 value
+    assert online_values[59] == 90.0  # customer 60: recomputed, created earlier than before
+    assert online_values[200:] == [None] * 11  # 201-210 had no other row; 211 never existed
+    assert stats[0].keys_deleted == 10
+
+
+def test_a_corrected_bad_value_is_taken_back(online) -> None:
+    """A bad value (-500) on 12-04, then the source corrected: the 12-04 row goes away."""
+    settings, store = online
+    version = register_version(settings, usage_7d)
+    d3, d4 = dt.date(2026, 12, 3), dt.date(2026, 12, 4)
+    write_view_partitions(
+        version.table_path,
+        {d3: _rows(d3, {5: 1223.5, 6: 10.0}), d4: _rows(d4, {5: -500.0, 6: 11.0})},
+        join_keys=["customer_id"],
+    )
+    materialize_online(REGISTRY, settings, store, ["usage_7d"])
+    at = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
+    assert _online_latest(store, [5, 6], at) == [-500.0, 11.0]
+    write_view_partitions(version.table_path, {d4: _rows(d4, {6: 11.0})}, join_keys=["customer_id"])
+    materialize_online(REGISTRY, settings, store, ["usage_7d"])
+    got = get_online_features(
+        store, REGISTRY, [{"customer_id": 5}, {"customer_id": 6}], ["usage_7d:*"], now=at
+    )
+    assert got.values["minutes_7d"] == [1223.5, 11.0] == _offline_latest(settings, [5, 6], at)
+    assert got.event_timestamps["usage_7d"][0] == dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+
+
+def test_a_view_not_loaded_yet_reads_as_missing_view(online) -> None:
+    """A full load stopped after its first view: a service read answers with what it has."""
+    settings, store = online
+    version = register_version(settings, usage_7d)
+    day = dt.date(2026, 6, 1)
+    write_view_partitions(
+        version.table_path, {day: _day_rows(day, [1, 2], 100.0)}, join_keys=["customer_id"]
+    )
+    materialize_online(REGISTRY, settings, store, ["usage_7d"])
+    keys = [{"customer_id": 1}, {"customer_id": 7}]
+    got = get_online_features(
+        store, REGISTRY, keys, ["churn_features"], now=dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
+    )
+    assert got.status == {
+        "usage_7d": ["present", "missing"],
+        "billing_30d": ["missing_view", "missing_view"],
+        "support_30d": ["missing_view", "missing_view"],
+    }
+    assert got.values["minutes_7d"] == [101.0, None]
+    assert got.values["monthly_price"] == [None, None]
+    assert got.event_timestamps["billing_30d"] == [None, None]

@@ -362,16 +362,30 @@ def test_materialization_from_the_offline_table_is_incremental(store, tmp_path, 
     write_view_partition(
         path, profile_rows([2], [0], [20.0], created=[90]), day2, join_keys=["customer_id"]
     )
+    assert first.full and first.version == 0
     again = materialize_view(
-        store, "profile", path, ["customer_id"], ["spend", "segment"], since_seq=first.watermark
+        store,
+        "profile",
+        path,
+        ["customer_id"],
+        ["spend", "segment"],
+        since_seq=first.watermark,
+        since_version=first.version,
     )
-    assert (again.rows_read, again.keys_applied) == (1, 1)
-    assert again.watermark > first.watermark
+    assert (again.rows_read, again.keys_applied, again.full) == (1, 1, False)
+    assert again.watermark > first.watermark and again.version > first.version
     assert store.read(keys, [("profile", ["spend"])]).values["spend"] == [1.0, 20.0]
     nothing = materialize_view(
-        store, "profile", path, ["customer_id"], ["spend", "segment"], since_seq=again.watermark
+        store,
+        "profile",
+        path,
+        ["customer_id"],
+        ["spend", "segment"],
+        since_seq=again.watermark,
+        since_version=again.version,
     )
     assert nothing.rows_read == 0 and nothing.watermark == again.watermark
+    assert nothing.version == again.version
     # A full load (from the latest projection) and the main table agree.
     full, _ = latest_rows(path, ["customer_id"], ["spend", "segment"])
     incremental, _ = latest_rows(path, ["customer_id"], ["spend", "segment"], since_seq=0)
@@ -426,6 +440,49 @@ def test_replace_view_swaps_keys_columns_and_types(store, tmp_path, redis_url):
         assert got.values["vip"] == [None, True, False]
     assert store.views() == ["profile"]
     other.close()
+
+
+def test_materialization_falls_back_to_a_full_load_when_history_is_gone(store, tmp_path):
+    """Vacuumed files (the removed rows' keys unknown) or a rebuilt table: replaced in full."""
+    import shutil
+
+    from deltalake import DeltaTable
+
+    from mallard.features.offline import write_view_partition
+    from mallard.features.online.materialize import materialize_view
+
+    path = tmp_path / "lake" / "profile"
+    feats = ["spend", "segment"]
+    day = T0.date()
+    write_view_partition(
+        path, profile_rows([1, 2], [0, 0], [1.0, 2.0]), day, join_keys=["customer_id"]
+    )
+    first = materialize_view(store, "profile", path, ["customer_id"], feats)
+    write_view_partition(path, profile_rows([1], [0], [5.0]), day, join_keys=["customer_id"])
+    DeltaTable(str(path)).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    since = {
+        "since_seq": first.watermark,
+        "since_version": first.version,
+        "since_table": first.table_id,
+    }
+    second = materialize_view(store, "profile", path, ["customer_id"], feats, **since)
+    assert second.full
+    keys = [{"customer_id": 1}, {"customer_id": 2}]
+    assert store.read(keys, [("profile", ["spend"])]).values["spend"] == [5.0, None]
+
+    # The table deleted and written again, to a version number past the one remembered.
+    shutil.rmtree(path)
+    shutil.rmtree(f"{path}.latest")
+    for spend in (7.0, 8.0, 9.0):
+        write_view_partition(path, profile_rows([2], [0], [spend]), day, join_keys=["customer_id"])
+    since = {
+        "since_seq": second.watermark,
+        "since_version": second.version,
+        "since_table": second.table_id,
+    }
+    third = materialize_view(store, "profile", path, ["customer_id"], feats, **since)
+    assert third.full and third.table_id != second.table_id
+    assert store.read(keys, [("profile", ["spend"])]).values["spend"] == [None, 9.0]
 
 
 def test_redis_views_from_before_generations_are_read_then_moved(redis_url):
