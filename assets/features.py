@@ -8,7 +8,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.common import daily_partitions, markdown_table, partition_days
-from catalog.features import FEATURE_VIEWS
+from catalog.features import FEATURE_STORE_OWNER, FEATURE_VIEWS
 from mallard.features.specs import FeatureView
 from resources import LakeDuckDBResource, LakeResource, OnlineStoreResource
 
@@ -243,6 +243,7 @@ def build_training_set_asset(spec) -> dg.AssetsDefinition:
         name=spec.name,
         group_name="training",
         description=spec.description,
+        owners=[FEATURE_STORE_OWNER],
         deps=[*views, spec.label_source.name],
         kinds={"duckdb", "delta"},
     )
@@ -292,7 +293,8 @@ TRAINING_SET_ASSETS = _training_set_assets()
     description="The latest value of every feature view per customer, loaded incrementally into "
     "the online store (SQLite embedded, Redis in production) for low-latency reads.",
     deps=[view.name for view in FEATURE_VIEWS],
-    kinds={"sqlite"},
+    owners=[FEATURE_STORE_OWNER],
+    kinds={"sqlite", "redis"},
 )
 def online_store(
     context: dg.AssetExecutionContext, lake: LakeResource, online_store: OnlineStoreResource

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from catalog.llm import OWNER
 from resources import LLMResource, PromptRegistryResource
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "catalog" / "prompts"
@@ -27,6 +28,7 @@ def _prompt_files_fingerprint() -> str:
 
 @dg.asset(
     group_name="llm",
+    owners=[OWNER],
     kinds={"sqlite"},
     code_version=_prompt_files_fingerprint(),
     automation_condition=(
@@ -95,7 +97,8 @@ def prompt_versions(
 
 @dg.asset(
     group_name="llm",
-    deps=[prompt_versions],
+    owners=[OWNER],
+    deps=[prompt_versions, "helpcentre_articles"],
     kinds={"llama.cpp"},
     pool="local_llm",
 )

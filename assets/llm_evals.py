@@ -19,6 +19,7 @@ from assets.names import (
     prompt_version_partitions,
 )
 from catalog.evals import CATALOG, DATASETS, EVALS
+from catalog.llm import OWNER
 from mallard.evals.spec import OfflineEval
 from resources import LakeResource, LLMResource, PromptRegistryResource
 
@@ -99,6 +100,7 @@ def build_dataset_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=dataset_key(name),
         group_name=GROUP,
+        owners=[OWNER],
         description=spec.description
         + "\n\nImported into a versioned Delta table: a changed file is a new version.",
         kinds={"delta"},
@@ -154,6 +156,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
     @dg.asset(
         name="judge_calibration",
         group_name=GROUP,
+        owners=[OWNER],
         deps=[dataset_key(cal.dataset)],
         kinds={"llama.cpp", "delta"},
         pool="local_llm",
@@ -237,8 +240,14 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         group_name=GROUP,
+        owners=[OWNER],
         partitions_def=PROMPT_VERSION_PARTITIONS[ev.name],
-        deps=["prompt_versions", dataset_key(ev.dataset), "judge_calibration"],
+        deps=[
+            "prompt_versions",
+            dataset_key(ev.dataset),
+            "judge_calibration",
+            "helpcentre_articles",
+        ],
         kinds={"llama.cpp", "delta"},
         pool="local_llm",
         description=(ev.description or f"Offline eval {ev.name}.")
@@ -338,6 +347,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
     @dg.asset(
         key=promotion_key(ev.name),
         group_name=GROUP,
+        owners=[OWNER],
         deps=[offline_eval_key(ev.name)],
         kinds={"sqlite"},
         pool="local_llm",

@@ -137,3 +137,6 @@ churn_training_set = TrainingSetSpec(
 )
 
 TRAINING_SETS = [churn_training_set]
+
+FEATURE_STORE_OWNER = "data-platform@pondstream.example"
+"""Who owns the online store and the training sets (the views have their own owners)."""

@@ -91,4 +91,6 @@ openai_mini = Endpoint(
 ENDPOINTS = Endpoints([smollm2_local, qwen_05b_local, qwen_15b_local, llama_server, openai_mini])
 
 DEMO_ENDPOINT = "smollm2-local"
+OWNER = "assistant@pondstream.example"
+"""Who owns the assistant's prompts, chain, evals and their assets."""
 JUDGE_ENDPOINT = "qwen-1.5b-local"
