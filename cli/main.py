@@ -105,9 +105,10 @@ def _register_subcommands() -> None:
     from cli.evals import evals
     from cli.features import features
     from cli.models import models
+    from cli.ops import ops
     from cli.prompts import prompts
 
-    for group in (features, models, alerts, prompts, evals):
+    for group in (features, models, alerts, prompts, evals, ops):
         main.add_command(group)
 
 

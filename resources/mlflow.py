@@ -1,11 +1,19 @@
 """MLflow tracking and the model registry, and dagster-mlflow's end-of-run hook.
 
+An MLflow run never outlives the Dagster step that started it: a failed step ends it through the
+hook, the resource's teardown ends whatever is still active, and a step killed outright (SIGKILL,
+the OOM killer), where nothing runs, is caught up with later: every run started inside a Dagster
+run is tagged with its id, and each step that sets this resource up ends as KILLED the runs whose
+Dagster run is over (`end_orphaned_runs`; `mallard ops recover` does the same by hand).
+
 mlflow (and dagster-mlflow, which imports it at module load) are imported inside methods only:
 importing them costs about 12 s, which loading the code location must not pay.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -23,7 +31,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     lake: LakeResource
     tracking_uri: str = ""
-    _configured: bool = PrivateAttr(default=False)
+    _saved_run_context: str | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
         """The lake's settings pointed at this tracking store (what the models library takes)."""
@@ -49,9 +57,52 @@ class MLflowResource(dg.ConfigurableResource):
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
 
+    def end_orphaned_runs(self, instance: dg.DagsterInstance) -> list[Any]:
+        """End as KILLED the RUNNING MLflow runs whose Dagster run (in `instance`) is over."""
+        from mallard.models.registry import end_orphaned_runs
+
+        def finished_status(run_id: str) -> str | None:
+            run = instance.get_run_by_id(run_id)
+            return run.status.value if run is not None and run.is_finished else None
+
+        return end_orphaned_runs(self.settings(), finished_status)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        if run is None:  # outside a run (the CLI, the server): nothing to tag, nothing to check
+            return
+        from mallard.models.registry import DAGSTER_JOB_TAG, DAGSTER_RUN_TAG, RUN_CONTEXT_VARIABLE
+
+        # MLflow adds these tags to every run the fluent API starts in this process.
+        self._saved_run_context = os.environ.get(RUN_CONTEXT_VARIABLE)
+        tags = json.loads(self._saved_run_context or "{}")
+        tags.update({DAGSTER_RUN_TAG: run.run_id, DAGSTER_JOB_TAG: run.job_name})
+        os.environ[RUN_CONTEXT_VARIABLE] = json.dumps(tags)
+        instance = context.instance
+        if instance is None or instance.is_ephemeral:  # its runs are not the ones MLflow knows
+            return
+        log = context.log.warning if context.log is not None else (lambda message: None)
+        try:
+            ended = self.end_orphaned_runs(instance)
+        except Exception as exc:  # a step that may not even need MLflow must not fail on this
+            log(f"could not look for MLflow runs left RUNNING by killed steps: {exc}")
+            return
+        for run_ in ended:
+            log(
+                f"MLflow run {run_.run_id} ({run_.run_name}) was still RUNNING although its "
+                f"Dagster run {run_.dagster_run_id} is {run_.dagster_status}: ended as KILLED"
+            )
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         # An MLflow run never outlives the step that started it.
         self.end_run(status="FAILED")
+        if context.run is not None:
+            from mallard.models.registry import RUN_CONTEXT_VARIABLE
+
+            if self._saved_run_context is None:
+                os.environ.pop(RUN_CONTEXT_VARIABLE, None)
+            else:
+                os.environ[RUN_CONTEXT_VARIABLE] = self._saved_run_context
 
 
 def _end_mlflow_run(context: dg.HookContext, event_list: list[Any]) -> Any:

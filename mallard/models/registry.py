@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,12 @@ CHAMPION = "champion"
 CANDIDATE = "candidate"
 HISTORY_TAG = "mallard.champion_history"
 HISTORY_LIMIT = 50
+# Tags of every MLflow run started inside a Dagster run (set through MLflow's MLFLOW_RUN_CONTEXT
+# by the deployment's MLflow resource), so a run whose process was killed can be ended later.
+DAGSTER_RUN_TAG = "mallard.dagster_run_id"
+DAGSTER_JOB_TAG = "mallard.dagster_job"
+RUN_CONTEXT_VARIABLE = "MLFLOW_RUN_CONTEXT"
+NOTE_TAG = "mlflow.note.content"
 
 
 class RegistryError(RuntimeError):
@@ -139,19 +146,24 @@ def record_decision(
     """Write the decision's tags (version, registered model, source run) and its audit run."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     short = reason if len(reason) <= 4900 else reason[:4897] + "…"
+    from mlflow.tracking.context.registry import resolve_tags
+
     experiment_id = ensure_experiment(settings, model, c)
     run = c.create_run(
         experiment_id,
         run_name=f"{action} v{version}",
-        tags={
-            "mallard.kind": "decision",
-            "mallard.action": action,
-            "mallard.version": str(version),
-            "mallard.champion_before": str(champion_before or ""),
-            "mallard.champion_after": str(champion_after or ""),
-            "mallard.reason": short,
-            "mlflow.note.content": reason,
-        },
+        # What the fluent API adds to a run (source, user, the Dagster run from MLFLOW_RUN_CONTEXT).
+        tags=resolve_tags(
+            {
+                "mallard.kind": "decision",
+                "mallard.action": action,
+                "mallard.version": str(version),
+                "mallard.champion_before": str(champion_before or ""),
+                "mallard.champion_after": str(champion_after or ""),
+                "mallard.reason": short,
+                NOTE_TAG: reason,
+            }
+        ),
     )
     decision = Decision(
         model, action, version, champion_before, champion_after, reason, now, run.info.run_id
@@ -293,3 +305,66 @@ def describe(settings: Settings, model: str) -> dict[str, Any]:
         "last_decision": json.loads(registered.tags.get("mallard.last_decision", "{}")),
         "versions": versions,
     }
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """An MLflow run that was left RUNNING by a killed process and has now been ended."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    dagster_run_id: str
+    dagster_status: str
+
+
+def end_orphaned_runs(
+    settings: Settings,
+    finished_status: Callable[[str], str | None],
+    mlflow_client: MlflowClient | None = None,
+) -> list[EndedRun]:
+    """End as KILLED every RUNNING MLflow run whose Dagster run is over.
+
+    A process killed with SIGKILL (or by the OOM killer) runs no handler, so the MLflow runs it
+    had started stay RUNNING. Each run Mallard starts inside a Dagster run carries its id
+    (`DAGSTER_RUN_TAG`); `finished_status(dagster_run_id)` returns that run's final status, or
+    None while it is in progress or unknown to the caller's instance — those runs are left alone.
+    """
+    from mlflow.entities import RunStatus, ViewType
+
+    c = mlflow_client or client(settings)
+    experiment_ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
+    ended: list[EndedRun] = []
+    if not experiment_ids:
+        return ended
+    running = c.search_runs(
+        experiment_ids,
+        filter_string="attributes.status = 'RUNNING'",
+        run_view_type=ViewType.ALL,
+        max_results=50_000,
+    )
+    for run in running:
+        dagster_run_id = run.data.tags.get(DAGSTER_RUN_TAG)
+        status = finished_status(dagster_run_id) if dagster_run_id else None
+        if status is None:
+            continue
+        note = (
+            f"Ended as KILLED by Mallard on "
+            f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: its Dagster run "
+            f"{dagster_run_id} is {status}, and the process that ran it stopped without "
+            "ending this run (killed, or crashed)."
+        )
+        earlier = run.data.tags.get(NOTE_TAG)
+        c.set_tag(run.info.run_id, NOTE_TAG, f"{earlier}\n\n{note}" if earlier else note)
+        c.set_tag(run.info.run_id, "mallard.ended_by", "end_orphaned_runs")
+        c.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        ended.append(
+            EndedRun(
+                run.info.run_id,
+                run.info.experiment_id,
+                run.info.run_name or "",
+                dagster_run_id or "",
+                status,
+            )
+        )
+    return ended
