@@ -9,11 +9,13 @@ the MLflow UI.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
@@ -50,6 +52,7 @@ def client(settings: Settings) -> MlflowClient:
 
     if settings.mlflow_is_local:
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        rebase_artifacts(settings)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     return MlflowClient(
@@ -61,6 +64,71 @@ def artifact_root(settings: Settings) -> str:
     path = settings.mlflow_dir / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()
+
+
+# Where the embedded store keeps artifact URIs. MLflow stores them absolute and has no relative
+# form (mlflow/mlflow#3144), so a home that was moved or restored elsewhere is rebased here.
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+_rebased: set[str] = set()
+
+
+def rebase_artifacts(settings: Settings) -> dict[str, int]:
+    """Point the embedded store's artifact URIs at this MALLARD_HOME's `mlflow/artifacts`.
+
+    Mallard's experiments keep their artifacts under `<home>/mlflow/artifacts/<model>`
+    (`ensure_experiment`); when the recorded prefix is another folder — the home was moved, or
+    a backup restored elsewhere — every stored URI under it is rewritten to the current one, in
+    one transaction. Runs once per store and process; returns the rows changed per column.
+    """
+    import sqlite3
+
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return {}
+    database = Path(uri[len("sqlite:///") :])
+    root = artifact_root(settings)
+    key = f"{database} {root}"
+    if key in _rebased or not database.exists():
+        return {}
+    changed: dict[str, int] = {}
+    with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
+        tables = {
+            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not {"experiments", "experiment_tags"} <= tables:
+            return {}
+        rows = con.execute(
+            "SELECT e.artifact_location, t.value FROM experiments e JOIN experiment_tags t "
+            "ON t.experiment_id = e.experiment_id AND t.key = 'mallard.model'"
+        ).fetchall()
+        old_roots = {
+            location[: -len(model) - 1]
+            for location, model in rows
+            if location and location.endswith(f"/{model}") and location.startswith("file:")
+        } - {root}
+        if old_roots:
+            con.execute("BEGIN IMMEDIATE")
+            for table, column in _ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                for old in old_roots:
+                    cursor = con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE substr({column}, 1, ?) = ?",
+                        (root, len(old) + 1, len(old) + 1, old + "/"),
+                    )
+                    changed[f"{table}.{column}"] = (
+                        changed.get(f"{table}.{column}", 0) + cursor.rowcount
+                    )
+            con.commit()
+    _rebased.add(key)
+    return changed
 
 
 def ensure_experiment(
