@@ -73,3 +73,8 @@ def partition_version(key: str) -> int:
     if not key.startswith("v") or not key[1:].isdigit():
         raise ValueError(f"partition {key!r} is not a prompt version such as v2")
     return int(key[1:])
+
+
+# Maintenance
+LAKE_MAINTENANCE = "lake_maintenance"
+MAINTAIN_LAKE_JOB = "maintain_lake"

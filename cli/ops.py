@@ -1,7 +1,8 @@
-"""`mallard ops …`: recover after a crash."""
+"""`mallard ops …`: recover after a crash, keep the lake small."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from cli.common import deployment
 
 @click.group("ops")
 def ops() -> None:
-    """Operations: what a crash left behind (docs/OPERATIONS.md)."""
+    """Operations: what a crash left behind, lake maintenance (docs/OPERATIONS.md)."""
 
 
 @contextmanager
@@ -77,3 +78,33 @@ def recover() -> None:
         )
     if not ended:
         click.echo("no MLflow run was left RUNNING by a finished Dagster run")
+
+
+@ops.command("vacuum")
+@click.option(
+    "--retention-hours",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep replaced versions this long (default: catalog/maintenance.py, 7 days).",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; delete nothing.")
+def vacuum(retention_hours: int | None, dry_run: bool) -> None:
+    """Vacuum every Delta table of the lake and compact the logs (the lake_maintenance asset)."""
+    from catalog.maintenance import LAKE_MAINTENANCE
+    from mallard.lake.maintenance import maintain_lake
+
+    with deployment() as resources:
+        settings = resources.lake.settings()
+    retention = None if retention_hours is None else dt.timedelta(hours=retention_hours)
+    report = maintain_lake(
+        settings.lake_dir, LAKE_MAINTENANCE, retention=retention, dry_run=dry_run, log=click.echo
+    )
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{len(report.tables)} tables under {report.root}: {verb} {report.removed} files "
+        f"({report.removed_bytes / 1e6:.1f} MB), retention {report.retention}"
+    )
+    if report.errors:
+        raise click.ClickException(
+            "not maintained: " + "; ".join(f"{t.table} ({t.error})" for t in report.errors)
+        )

@@ -7,6 +7,7 @@ import dagster as dg
 from assets.features import FEATURE_VIEW_ASSETS, TRAINING_SET_ASSETS, online_store
 from assets.llm import LLM_ASSETS
 from assets.llm_evals import EVAL_ASSETS
+from assets.maintenance import MAINTENANCE_ASSETS
 from assets.models import MODEL_ASSETS
 from assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS
 from assets.sources import SOURCE_ASSETS
@@ -26,6 +27,7 @@ defs = dg.Definitions(
         *MONITORING_ASSETS,
         *LLM_ASSETS,
         *EVAL_ASSETS,
+        *MAINTENANCE_ASSETS,
     ],
     asset_checks=MONITORING_CHECKS,
     jobs=JOBS,

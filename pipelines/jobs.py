@@ -7,6 +7,8 @@ import dagster as dg
 
 from assets.models import MODEL_ASSETS, rollback_champion
 from assets.names import (
+    LAKE_MAINTENANCE,
+    MAINTAIN_LAKE_JOB,
     dataset_key,
     model_assets,
     monitor_job,
@@ -148,3 +150,14 @@ OFFLINE_EVAL_JOBS = [
 LLM_JOBS = [llm_prompts, import_eval_datasets, calibrate_judges, *OFFLINE_EVAL_JOBS, promote_prompt]
 
 JOBS = [*FEATURE_JOBS, *MODEL_JOBS, *MONITORING_JOBS, *LLM_JOBS]
+
+# Maintenance -----------------------------------------------------------------------------------
+maintain_lake = dg.define_asset_job(
+    MAINTAIN_LAKE_JOB,
+    selection=dg.AssetSelection.assets(LAKE_MAINTENANCE),
+    description="Vacuum every Delta table of the lake and compact the logs (retention: "
+    "catalog/maintenance.py, or the run config's retention_hours).",
+)
+
+MAINTENANCE_JOBS = [maintain_lake]
+JOBS = [*JOBS, *MAINTENANCE_JOBS]
