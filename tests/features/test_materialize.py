@@ -296,3 +296,31 @@ def test_a_view_not_loaded_yet_reads_as_missing_view(online) -> None:
     assert got.values["minutes_7d"] == [101.0, None]
     assert got.values["monthly_price"] == [None, None]
     assert got.event_timestamps["billing_30d"] == [None, None]
+
+
+def test_a_view_declaration_changed_back_is_loaded_in_full(online) -> None:
+    """v1 loaded, then v2 (a changed declaration) replaces the online view, then v1 again:
+    v1's old mark no longer describes the online view, so v1 is loaded in full."""
+    import dataclasses
+
+    from mallard.features.specs import FeatureRegistry
+
+    settings, store = online
+    changed = dataclasses.replace(usage_7d, sql=usage_7d.sql + "\n-- v2")
+    day = dt.date(2026, 6, 1)
+    for view, minutes in ((usage_7d, 100.0), (changed, 500.0)):
+        table = register_version(settings, view).table_path
+        write_view_partitions(
+            table, {day: _day_rows(day, [1, 2], minutes)}, join_keys=["customer_id"]
+        )
+    at = dt.datetime(2026, 6, 2, tzinfo=dt.UTC)
+    loads = []
+    for view in (usage_7d, changed, usage_7d):
+        registry = FeatureRegistry([view])
+        loads.append(materialize_online(registry, settings, store, ["usage_7d"])[0])
+        got = get_online_features(
+            store, registry, [{"customer_id": 1}], ["usage_7d:minutes_7d"], now=at
+        )
+        assert got.values["minutes_7d"] == [101.0 if view is usage_7d else 501.0]
+    assert [s.version for s in loads] == ["usage_7d@v1", "usage_7d@v2", "usage_7d@v1"]
+    assert all(s.full for s in loads)
