@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.names import weekly_schedule
-from pipelines.jobs import RETRAIN_JOBS
+from pipelines.jobs import RETRAIN_JOBS, maintain_lake
 
 WEEKLY_RETRAIN = [
     dg.ScheduleDefinition(
@@ -15,4 +15,12 @@ WEEKLY_RETRAIN = [
     for job in RETRAIN_JOBS
 ]
 
-SCHEDULES = [*WEEKLY_RETRAIN]
+NIGHTLY_MAINTENANCE = dg.ScheduleDefinition(
+    name="nightly_maintain_lake",
+    job=maintain_lake,
+    cron_schedule="30 2 * * *",
+    description="Every night at 02:30 UTC: vacuum every Mallard-owned Delta table (files older "
+    "than the retention declared in catalog/maintenance.py) and compact the append-only logs.",
+)
+
+SCHEDULES = [*WEEKLY_RETRAIN, NIGHTLY_MAINTENANCE]
