@@ -149,8 +149,6 @@ OFFLINE_EVAL_JOBS = [
 
 LLM_JOBS = [llm_prompts, import_eval_datasets, calibrate_judges, *OFFLINE_EVAL_JOBS, promote_prompt]
 
-JOBS = [*FEATURE_JOBS, *MODEL_JOBS, *MONITORING_JOBS, *LLM_JOBS]
-
 # Maintenance -----------------------------------------------------------------------------------
 maintain_lake = dg.define_asset_job(
     MAINTAIN_LAKE_JOB,
@@ -160,4 +158,5 @@ maintain_lake = dg.define_asset_job(
 )
 
 MAINTENANCE_JOBS = [maintain_lake]
-JOBS = [*JOBS, *MAINTENANCE_JOBS]
+
+JOBS = [*FEATURE_JOBS, *MODEL_JOBS, *MONITORING_JOBS, *LLM_JOBS, *MAINTENANCE_JOBS]
