@@ -600,6 +600,8 @@ class OnlineStore(ABC):
         values: dict[str, list[Any]] = {}
         status: dict[str, list[str]] = {}
         stamps: dict[str, list[dt.datetime | None]] = {}
+        planned: list[tuple[ReadRequest, list[str], list[tuple | None]]] = []
+        lookups: list[tuple[ViewSchema, Sequence[str], list[tuple]]] = []
         for req, schema, keys in schemas:
             names = [f"{req.view}__{f}" if full_feature_names else f for f in req.features]
             for name in names:
@@ -610,17 +612,17 @@ class OnlineStore(ABC):
                 values[name] = [None] * n
             if req.view in status:
                 raise OnlineStoreError(f"view {req.view!r} requested twice")
-            looked_up = None
-            if schema is not None:
-                try:
-                    looked_up = self._lookup(schema, req.features, keys, columns, n)
-                except ViewNotLoaded:  # deleted since its schema was cached
-                    looked_up = None
-            if looked_up is None:
-                status[req.view] = [MISSING_VIEW] * n
-                stamps[req.view] = [None] * n
+            status[req.view] = [MISSING_VIEW] * n
+            stamps[req.view] = [None] * n
+            if schema is None:
                 continue
-            found, tuples = looked_up
+            tuples = _key_tuples(schema, keys, columns, n)
+            planned.append((req, names, tuples))
+            wanted = list(dict.fromkeys(t for t in tuples if t is not None))
+            lookups.append((schema, req.features, wanted))
+        for (req, names, tuples), found in zip(planned, self._fetch_views(lookups), strict=True):
+            if found is None:  # deleted since its schema was cached
+                continue
             cutoff = None if req.ttl is None else now_us - _micros(req.ttl)
             view_status = [MISSING] * n
             view_stamps: list[dt.datetime | None] = [None] * n
@@ -644,32 +646,18 @@ class OnlineStore(ABC):
         key_out = {k: list(v) for k, v in columns.items()}
         return OnlineResult(keys=key_out, values=values, status=status, event_timestamps=stamps)
 
-    def _lookup(
-        self,
-        schema: ViewSchema,
-        features: Sequence[str],
-        keys: Sequence[str],
-        columns: dict[str, list[Any]],
-        n: int,
-    ) -> tuple[dict[tuple, tuple[int, list[Any]]], list[tuple | None]]:
-        """The stored rows per key tuple, and each entity row's key tuple (None: cannot match)."""
-        key_types = [schema.types[k] for k in schema.join_keys]
-        tuples: list[tuple | None] = []
-        for i in range(n):
-            parts = []
-            for name, typ in zip(keys, key_types, strict=True):
-                part = (
-                    normalize_key(columns[name][i], typ) if not _is_null(columns[name][i]) else None
-                )
-                if part is None:
-                    break
-                parts.append(part)
-            else:
-                tuples.append(tuple(parts))
-                continue
-            tuples.append(None)
-        wanted = list(dict.fromkeys(t for t in tuples if t is not None))
-        return (self._fetch(schema, features, wanted) if wanted else {}), tuples
+    def _fetch_views(
+        self, lookups: list[tuple[ViewSchema, Sequence[str], list[tuple]]]
+    ) -> list[dict[tuple, tuple[int, list[Any]]] | None]:
+        """`_fetch` for each (schema, features, keys); None for a view gone since its schema was
+        read. Backends override it to fetch every view in one round trip."""
+        out: list[dict[tuple, tuple[int, list[Any]]] | None] = []
+        for schema, features, keys in lookups:
+            try:
+                out.append(self._fetch(schema, features, keys) if keys else {})
+            except ViewNotLoaded:
+                out.append(None)
+        return out
 
     def _begin_read(self) -> None:
         """Called once per `read` before any schema is looked up (SQLite opens a snapshot)."""
@@ -681,6 +669,27 @@ class OnlineStore(ABC):
 
     def _refresh_schema(self, view_name: str) -> ViewSchema | None:
         return self.schema(view_name)
+
+
+def _key_tuples(
+    schema: ViewSchema, keys: Sequence[str], columns: dict[str, list[Any]], n: int
+) -> list[tuple | None]:
+    """Each entity row's key as a stored key tuple (None: it cannot match a stored key)."""
+    key_types = [schema.types[k] for k in schema.join_keys]
+    tuples: list[tuple | None] = []
+    for i in range(n):
+        parts = []
+        for name, typ in zip(keys, key_types, strict=True):
+            value = columns[name][i]
+            part = normalize_key(value, typ) if not _is_null(value) else None
+            if part is None:
+                break
+            parts.append(part)
+        else:
+            tuples.append(tuple(parts))
+            continue
+        tuples.append(None)
+    return tuples
 
 
 def _micros(delta: dt.timedelta) -> int:

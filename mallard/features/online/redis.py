@@ -20,10 +20,11 @@ has switched already); then the keys of the generations before it (the one it re
 left by loads killed midway) are found with SCAN and UNLINKed. A load killed before the switch
 leaves the old view as it was.
 
-A read is one pipeline per view: an HMGET per key under the generation the reader knows, then a
-GET of the pointer. A generation's keys are deleted only after the pointer has left it, for good,
-so if the pointer still names that generation at the end, every HMGET read it whole; if it
-moved, the read is repeated on the new generation: a reader never mixes generations.
+A read is one pipeline (one round trip) for all its views: an HMGET per key under the generation
+the reader knows, then a GET of each view's pointer. A generation's keys are deleted only after
+the pointer has left it, for good, so if the pointer still names that generation at the end,
+every HMGET read it whole; if it moved, that view is read again on the new generation: a reader
+never mixes generations.
 Views written before generations existed (keys `<prefix>:<view>:<json>`, no generation in the
 schema) are read and written as they are; their next full load moves them to a generation.
 Single-instance Redis (the keys of one write are not in one cluster slot).
@@ -384,6 +385,43 @@ class RedisOnlineStore(OnlineStore):
             self._client.unlink(*batch)
 
     # -- read ---------------------------------------------------------------------------------
+    def _fetch_views(
+        self, lookups: list[tuple[ViewSchema, Sequence[str], list[tuple]]]
+    ) -> list[dict[tuple, tuple[int, list[Any]]] | None]:
+        """Every view in one round trip: all the HMGETs, then every view's pointer."""
+        pipe = self._client.pipeline(transaction=False)
+        views = []
+        for schema, features, keys in lookups:
+            if not keys:
+                continue
+            assert isinstance(schema, _Schema)
+            prefix = self._key_prefix(schema.view, schema.generation)
+            fields = ["_ts", *features]
+            for key in keys:
+                pipe.hmget(prefix + _encode_key(key), fields)
+            views.append(schema.view)
+        for view in views:
+            pipe.get(self._schema_key(view))
+        replies = pipe.execute() if views else []
+        pointers = dict(zip(views, replies[len(replies) - len(views) :], strict=True))
+        out: list[dict[tuple, tuple[int, list[Any]]] | None] = []
+        at = 0
+        for schema, features, keys in lookups:
+            if not keys:
+                out.append({})
+                continue
+            view_replies = replies[at : at + len(keys)]
+            at += len(keys)
+            assert isinstance(schema, _Schema)
+            if pointers[schema.view] == schema.raw:
+                out.append(self._decode(schema, features, keys, view_replies))
+                continue
+            try:  # the pointer moved (a full load, new features): read this view again
+                out.append(self._fetch(schema, features, keys))
+            except ViewNotLoaded:
+                out.append(None)
+        return out
+
     def _fetch(
         self, schema: ViewSchema, features: Sequence[str], keys: list[tuple]
     ) -> dict[tuple, tuple[int, list[Any]]]:
