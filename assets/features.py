@@ -312,6 +312,8 @@ def online_store(
             "view": s.version,
             "new rows": s.rows_read,
             "keys updated": s.keys_applied,
+            "keys deleted": s.keys_deleted,
+            "load": "full (atomic swap)" if s.full else "incremental",
             "watermark": s.watermark or "",
             "seconds": round(s.seconds, 2),
         }
@@ -321,6 +323,7 @@ def online_store(
         metadata={
             "backend": kind,
             "keys_updated": sum(s.keys_applied for s in stats),
+            "keys_deleted": sum(s.keys_deleted for s in stats),
             "views": dg.MetadataValue.md(markdown_table(rows)),
         }
     )
