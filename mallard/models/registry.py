@@ -96,6 +96,8 @@ def rebase_artifacts(settings: Settings) -> dict[str, int]:
     key = f"{database} {root}"
     if key in _rebased or not database.exists():
         return {}
+    if not os.access(database.parent, os.W_OK):
+        return {}  # a read-only home serves reads; it is rebased when next opened writable
     changed: dict[str, int] = {}
     with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
         tables = {

@@ -73,22 +73,45 @@ class SqliteOnlineStore(OnlineStore):
 
             path = get_settings().online_store_path
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A home on a read-only disk (a restored backup, a shared snapshot) still serves reads.
+        self.read_only = self.path.exists() and not os.access(self.path.parent, os.W_OK)
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         self._local = threading.local()
         self._schemas: dict[str, ViewSchema] = {}
         self._select_sql: dict[tuple, str] = {}
         self._schema_version: int | None = None
         con = self._con()
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {META} (view TEXT PRIMARY KEY, table_name TEXT NOT NULL, "
-            "join_keys TEXT NOT NULL, types TEXT NOT NULL, updated_at REAL NOT NULL)"
-        )
+        if not self.read_only:
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {META} (view TEXT PRIMARY KEY, "
+                "table_name TEXT NOT NULL, join_keys TEXT NOT NULL, types TEXT NOT NULL, "
+                "updated_at REAL NOT NULL)"
+            )
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise OnlineStoreError(
+                f"the online store {self.path} is on a read-only disk: it serves reads only; "
+                "load it from a writable MALLARD_HOME"
+            )
 
     # -- connections --------------------------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
+            if self.read_only:
+                # Nobody can write a read-only folder: read the file as it is (no WAL files).
+                con = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro&immutable=1",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=512,
+                )
+                self._local.con = con
+                return con
             con = sqlite3.connect(
                 self.path,
                 timeout=self._timeout,
@@ -133,6 +156,7 @@ class SqliteOnlineStore(OnlineStore):
         return [r[0] for r in self._con().execute(f"SELECT view FROM {META} ORDER BY view")]
 
     def delete_view(self, view_name: str) -> None:
+        self._check_writable()
         con = self._con()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -157,6 +181,7 @@ class SqliteOnlineStore(OnlineStore):
         created_timestamp_column: str | None = CREATED_TS,
         delete_keys: Any = None,
     ) -> WriteStats:
+        self._check_writable()
         started = time.perf_counter()
         batch = prepare_batch(
             view_name, join_keys, features, rows, event_timestamp_column, created_timestamp_column
@@ -218,6 +243,7 @@ class SqliteOnlineStore(OnlineStore):
         event_timestamp_column: str = EVENT_TS,
         created_timestamp_column: str | None = CREATED_TS,
     ) -> WriteStats:
+        self._check_writable()
         started = time.perf_counter()
         batch = prepare_batch(
             view_name, join_keys, features, rows, event_timestamp_column, created_timestamp_column
