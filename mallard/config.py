@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     llm_api_key_env: str | None = None
     judge_endpoint: str | None = None
     duckdb_memory_limit: str | None = None
+    # The API server (`mallard serve`).
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_workers: int = 1
+    serve_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    serve_models: str | None = None  # comma-separated model names; unset: every declared model
+    serve_state: Literal["sqlite", "redis"] | None = None  # unset: sqlite locally, redis in prod
+    server_secret: SecretStr | None = None  # keys' HMAC secret; required in prod
+    serve_max_body_bytes: int = 1_048_576
+    rate_limit_key_per_s: float = 20.0
+    rate_limit_key_burst: int = 40
+    rate_limit_address_per_s: float = 50.0
+    rate_limit_address_burst: int = 100
+    prediction_log_flush_s: float = 2.0
+    prediction_log_flush_rows: int = 1000
 
     @field_validator("home", mode="after")
     @classmethod
@@ -91,6 +106,48 @@ class Settings(BaseSettings):
             raise ValueError("must be between 1 and 256 (threads for local LLM inference)")
         return value
 
+    @field_validator("serve_port", mode="after")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65_535:
+            raise ValueError("must be a TCP port from 1 to 65535")
+        return value
+
+    @field_validator("serve_workers", mode="after")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError("must be between 1 and 64 (server worker processes)")
+        return value
+
+    @field_validator(
+        "serve_max_body_bytes",
+        "rate_limit_key_per_s",
+        "rate_limit_key_burst",
+        "rate_limit_address_per_s",
+        "rate_limit_address_burst",
+        "prediction_log_flush_s",
+        "prediction_log_flush_rows",
+        mode="after",
+    )
+    @classmethod
+    def _positive_number(cls, value: float) -> float:
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("must be a finite number > 0")
+        return value
+
+    @property
+    def served_models(self) -> list[str] | None:
+        """MALLARD_SERVE_MODELS as a list (None: serve every declared model; "" serves none)."""
+        if self.serve_models is None:
+            return None
+        return [name.strip() for name in self.serve_models.split(",") if name.strip()]
+
+    @property
+    def serve_state_kind(self) -> str:
+        """Where the server keeps keys, rate-limit buckets and the audit log."""
+        return self.serve_state or ("redis" if self.env == "prod" else "sqlite")
+
     # Paths under MALLARD_HOME -------------------------------------------------------------
     @property
     def dagster_home(self) -> Path:
@@ -133,6 +190,16 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Local model files (joined GGUFs) and other large cached artefacts."""
         return self.home / "models"
+
+    @property
+    def serve_dir(self) -> Path:
+        """The API server's local state: keys, buckets, audit (SQLite), secret, metrics files."""
+        return self.home / "serve"
+
+    @property
+    def buffers_dir(self) -> Path:
+        """Write-ahead logs of the durable write-behind buffers (prediction log, traces)."""
+        return self.home / "buffers"
 
     @property
     def online_store_path(self) -> Path:
