@@ -252,10 +252,15 @@ class ModelSpec:
     seed: int = 7
     description: str = ""
     owner: str = ""
+    # What the serving API does with input that fails the training-statistics checks: `warn`
+    # answers and flags each row and field, `reject` refuses (422) naming the field and rule.
+    strictness: Literal["warn", "reject"] = "warn"
 
     def __post_init__(self) -> None:
         check_identifier("ModelSpec", self.name)
         name = self.name
+        if self.strictness not in ("warn", "reject"):
+            raise _fail(name, "strictness", f"={self.strictness!r}: use 'warn' or 'reject'")
         if self.task not in TASKS:
             raise _fail(
                 name, "task", f"={self.task!r} is unknown; choose one of {', '.join(TASKS)}"
