@@ -137,3 +137,44 @@ def read_predictions(
     if role is not None:
         filters.append(("role", "=", role))
     return DeltaTable(path).to_pandas(filters=filters or None)
+
+
+# The serving API's path: rows go through a durable write-behind buffer (mallard.lake.buffer),
+# acknowledged once on local disk and appended in batches, never one commit per request.
+def api_rows(
+    keys: list[dict[str, Any]],
+    features: list[dict[str, Any]],
+    predictions: list[float],
+    scores: list[float] | None,
+    *,
+    timestamp: dt.datetime,
+    model_name: str,
+    model_version: str,
+    role: str,
+    request_id: str,
+) -> list[dict[str, Any]]:
+    """Rows of the prediction log for one API request (`source` api, `run_id` the request id)."""
+    day = timestamp.date()
+    return [
+        {
+            "entity_key": json.dumps(key, default=str, sort_keys=True),
+            "timestamp": timestamp,
+            "day": day,
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "role": role,
+            "features": json.dumps(row, default=str),
+            "prediction": prediction,
+            "score": None if scores is None else scores[i],
+            "source": "api",
+            "run_id": request_id,
+        }
+        for i, (key, row, prediction) in enumerate(zip(keys, features, predictions, strict=True))
+    ]
+
+
+def log_sink(settings: Settings) -> Any:
+    """The prediction log as a write-behind buffer's sink (one append per flush)."""
+    from mallard.lake.buffer import DeltaSink
+
+    return DeltaSink(predictions_path(settings), prediction_schema, partition_by=["day"])
