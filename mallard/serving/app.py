@@ -1,0 +1,163 @@
+"""The FastAPI app factory: `create_app(clients, settings)`.
+
+The app is handed the deployment's clients (`ServingClients`: the server state, the online
+store, the feature registry, the prompt registry, the prediction log's buffer, the served
+models); it builds none itself. `cli/serve.py` opens them through `resources.open_resources()`.
+
+Routes are versioned under `/v1`; `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and
+`/docs` sit at the root. Every route declares who may call it (`mallard.serving.auth.Access`,
+also written into the OpenAPI document as `x-mallard-access`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+
+from mallard.config import Settings
+from mallard.serving.auth import Access
+from mallard.serving.errors import install_error_handlers
+from mallard.serving.features import FeatureService
+from mallard.serving.metrics import ServerMetrics
+from mallard.serving.middleware import ServingMiddleware
+from mallard.serving.models import ModelService, ServedModel
+from mallard.serving.state import ServerState
+
+if TYPE_CHECKING:
+    from mallard.features.online import OnlineStore
+    from mallard.features.specs import FeatureRegistry
+    from mallard.lake.buffer import DurableBuffer
+    from mallard.llm.prompts import PromptRegistry
+
+log = logging.getLogger(__name__)
+API_VERSION = "v1"
+
+
+@dataclass
+class ServingClients:
+    """What the server is handed: built by the deployment's resources, closed by `close`."""
+
+    state: ServerState
+    online_store: OnlineStore | None = None
+    feature_registry: FeatureRegistry | None = None
+    prompts: PromptRegistry | None = None
+    prediction_log: DurableBuffer | None = None
+    models: Sequence[ServedModel] = ()
+    close: Callable[[], None] | None = None
+
+
+@dataclass
+class Services:
+    """Everything a route uses, on `app.state.services`."""
+
+    settings: Settings
+    clients: ServingClients
+    metrics: ServerMetrics
+    models: ModelService
+    features: FeatureService
+    started_at: float = field(default_factory=time.time)
+    access: dict[tuple[str, str], Access] = field(default_factory=dict)
+
+    @property
+    def state(self) -> ServerState:
+        return self.clients.state
+
+    def access_of(self, route: Any, method: str) -> Access | None:
+        path = getattr(route, "path", None)
+        return None if path is None else self.access.get((method, path))
+
+
+def create_app(clients: ServingClients, settings: Settings, *, warm_up: bool = True) -> FastAPI:
+    """The API over `clients`; `settings` give the limits and the MLflow store."""
+    from mallard.serving.routes import ROUTERS
+
+    metrics = ServerMetrics()
+    models = ModelService(
+        settings,
+        {m.name: m for m in clients.models},
+        registry=clients.feature_registry,
+        online_store=clients.online_store,
+    )
+    models.on_explainer_built = lambda name, version: metrics.explainers_built.labels(
+        name, str(version)
+    ).inc()
+    services = Services(
+        settings,
+        clients,
+        metrics,
+        models,
+        FeatureService(settings, clients.feature_registry, clients.online_store),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if clients.prediction_log is not None:
+            clients.prediction_log.start()  # its first flush replays what a killed server left
+        if warm_up and clients.models:
+            threading.Thread(target=models.warm_up, name="mallard-warm-up", daemon=True).start()
+        try:
+            yield
+        finally:
+            if clients.prediction_log is not None:
+                clients.prediction_log.close()
+            if clients.close is not None:
+                clients.close()
+
+    app = FastAPI(
+        title="Mallard",
+        version=API_VERSION,
+        description=(
+            "Features, predictions, explanations and prompts of a Mallard deployment. "
+            "Send an API key as `Authorization: Bearer <key>` (`mallard keys create`). "
+            'Errors are `{"error": {"code", "message", "field", "request_id"}}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    from fastapi.routing import APIRoute
+
+    for api_route in (route for router in ROUTERS for route in router.routes):
+        if not isinstance(api_route, APIRoute):
+            raise RuntimeError(f"{api_route!r} is not an API route")
+        declared = getattr(api_route.endpoint, "access", None)
+        if not isinstance(declared, Access):
+            raise RuntimeError(f"route {api_route.path} does not declare who may call it")
+        for method in api_route.methods or ():
+            services.access[(method, api_route.path)] = declared
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(ServingMiddleware, services=services)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the key scheme and each keyed operation's `security`."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["apiKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A Mallard API key (`mk_…`, from `mallard keys create`)",
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            declared = operation.get("x-mallard-access") or {}
+            if declared and not declared.get("public"):
+                operation["security"] = [{"apiKey": []}]
+    app.openapi_schema = schema
+    return schema

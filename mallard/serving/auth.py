@@ -1,0 +1,187 @@
+"""Who may call what: every route declares an `Access`, and one dependency enforces it.
+
+Three roles, each including the one below it for reading: `viewer` reads (online features,
+explanations, prompts, models, metrics), `developer` also sends traffic and writes (predictions,
+feature pushes), `admin` also manages keys and reads the audit log. A key's `scope` narrows it:
+an `ingest` key (an application that only sends traffic) may call only the routes that declare
+`ingest=True`, whatever its role.
+
+The dependency, in order: the client address's token bucket, the key (missing, unknown,
+revoked or expired: 401), the key's bucket (429 with Retry-After), then the role and scope
+(403). It runs in the thread pool: one HMAC and a few indexed lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, Request
+
+from mallard.serving.errors import ApiError
+from mallard.serving.keys import ROLES
+from mallard.serving.ratelimit import Limit
+
+if TYPE_CHECKING:
+    from mallard.serving.app import Services
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call a route. No roles: public (no key, no rate limit: probes and the docs)."""
+
+    roles: frozenset[str]
+    ingest: bool = False  # an ingest-scoped key may call it
+    mutating: bool = False  # every call (allowed or refused) is recorded in the audit log
+    action: str = ""  # the audit action of a mutating route
+
+    @property
+    def public(self) -> bool:
+        return not self.roles
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "public": self.public,
+            "roles": sorted(self.roles, key=ROLES.index),
+            "ingest": self.ingest,
+            "audited": self.mutating,
+        }
+
+    def allows(self, role: str | None, scope: str | None) -> bool:
+        if self.public:
+            return True
+        if role not in self.roles:
+            return False
+        return scope != "ingest" or self.ingest
+
+
+PUBLIC = Access(frozenset())
+READERS = frozenset({"admin", "developer", "viewer"})
+WRITERS = frozenset({"admin", "developer"})
+ADMINS = frozenset({"admin"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request, as the audit log and the access log name it."""
+
+    prefix: str
+    owner: str
+    role: str
+    scope: str
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.prefix}:{self.owner}"
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    other = request.headers.get("x-api-key")
+    return other.strip() if other and other.strip() else None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _limited(services: Services, bucket: str, kind: str, limit: Limit) -> None:
+    decision = services.state.limiter.take(bucket, limit)
+    if not decision.allowed:
+        services.metrics.rate_limited.labels(kind).inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests for this {kind}: at most {limit.rate:g}/s with bursts of "
+            f"{limit.burst}; retry after {decision.retry_after_header} s",
+            headers={"Retry-After": decision.retry_after_header},
+            retry_after_s=round(decision.retry_after, 3),
+        )
+
+
+def _unauthenticated(services: Services, reason: str, message: str) -> ApiError:
+    services.metrics.auth_failures.labels(reason).inc()
+    return ApiError(
+        401,
+        "unauthenticated",
+        message,
+        field="header.authorization",
+        headers={"WWW-Authenticate": 'Bearer realm="mallard"'},
+        reason=reason,
+    )
+
+
+def authorize(access: Access) -> Callable[[Request], Principal]:
+    """The dependency that enforces `access` and returns the caller."""
+
+    def dependency(request: Request) -> Principal:
+        services: Services = request.app.state.services
+        state = services.state
+        address = client_address(request)
+        _limited(services, f"addr:{address}", "client address", state.address_limit)
+        key = presented_key(request)
+        if key is None:
+            raise _unauthenticated(
+                services,
+                "missing_key",
+                "this route needs an API key: send `Authorization: Bearer <key>` "
+                "(create one with `mallard keys create`)",
+            )
+        record = state.keys.verify(key)
+        if record is None:
+            raise _unauthenticated(services, "unknown_key", "the API key is not valid")
+        status = record.state()
+        if status != "active":
+            raise _unauthenticated(
+                services, f"{status}_key", f"the API key {record.prefix} is {status}"
+            )
+        principal = Principal(record.prefix, record.owner, record.role, record.scope)
+        request.state.principal = principal
+        limit = Limit(
+            record.rate_per_s or state.key_limit.rate, record.burst or state.key_limit.burst
+        )
+        _limited(services, f"key:{record.prefix}", "key", limit)
+        if not access.allows(record.role, record.scope):
+            services.metrics.auth_failures.labels("forbidden").inc()
+            if record.role in access.roles:
+                why = "ingest-scoped keys may call only the routes that send traffic"
+            else:
+                roles = ", ".join(sorted(access.roles, key=ROLES.index))
+                why = f"this route needs the role {roles}; key {record.prefix} has {record.role}"
+            raise ApiError(403, "forbidden", why, field="header.authorization")
+        return principal
+
+    return dependency
+
+
+def access(spec: Access) -> dict[str, Any]:
+    """Keyword arguments of a route decorator declaring `spec` (enforced, and in the OpenAPI)."""
+    options: dict[str, Any] = {"openapi_extra": {"x-mallard-access": spec.describe()}}
+    if not spec.public:
+        options["dependencies"] = [Depends(authorize(spec))]
+        options["responses"] = {
+            401: {"description": "No, an unknown, a revoked or an expired API key"},
+            403: {"description": "The key's role or scope may not call this route"},
+            429: {"description": "Rate limited; see Retry-After"},
+        }
+    return options
+
+
+def route(
+    router: Any, method: str, path: str, spec: Access, **options: Any
+) -> Callable[[Any], Any]:
+    """Register an endpoint on `router` with its declared access (`endpoint.access`)."""
+
+    def decorate(endpoint: Any) -> Any:
+        endpoint.access = spec
+        declared = access(spec)
+        responses = {**declared.pop("responses", {}), **options.pop("responses", {})}
+        getattr(router, method)(path, responses=responses, **declared, **options)(endpoint)
+        return endpoint
+
+    return decorate
