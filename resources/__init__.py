@@ -16,6 +16,7 @@ from resources.lake import LakeDuckDBResource, LakeResource
 from resources.llm import LLMResource, PromptRegistryResource
 from resources.mlflow import MLflowResource, end_mlflow_on_run_finished
 from resources.online_store import OnlineStoreResource
+from resources.serving import PredictionLogResource, ServerStateResource
 from resources.traces import TraceStoreResource
 
 __all__ = [
@@ -28,7 +29,9 @@ __all__ = [
     "LakeResource",
     "MLflowResource",
     "OnlineStoreResource",
+    "PredictionLogResource",
     "PromptRegistryResource",
+    "ServerStateResource",
     "TraceStoreResource",
     "check_prod_environment",
     "end_mlflow_on_run_finished",

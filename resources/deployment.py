@@ -20,6 +20,7 @@ from resources.lake import LakeDuckDBResource, LakeResource
 from resources.llm import LLMResource, PromptRegistryResource
 from resources.mlflow import MLflowResource
 from resources.online_store import OnlineStoreResource
+from resources.serving import PredictionLogResource, ServerStateResource
 from resources.traces import TraceStoreResource
 
 # What `prod` reads, and what each must point at. Optional ones have a default or may stay unset.
@@ -35,7 +36,18 @@ PROD_OPTIONAL: dict[str, str] = {
     "MALLARD_ALERT_WEBHOOK_URL": "a Slack-compatible webhook for alerts (unset: only recorded)",
 }
 
-RESOURCE_KEYS = ("lake", "duckdb", "mlflow", "llm", "prompts", "online_store", "alerts", "traces")
+RESOURCE_KEYS = (
+    "lake",
+    "duckdb",
+    "mlflow",
+    "llm",
+    "prompts",
+    "online_store",
+    "alerts",
+    "traces",
+    "server",
+    "prediction_log",
+)
 
 
 def check_prod_environment(environ: dict[str, str] | None = None) -> None:
@@ -59,6 +71,7 @@ def _resources(
     llm_base_url: Any,
     llm_api_key_env: Any,
     webhook_url: Any,
+    server_state: str = "sqlite",
 ) -> dict[str, dg.ConfigurableResource]:
     traces = TraceStoreResource(lake=lake)
     return {
@@ -72,6 +85,8 @@ def _resources(
         "online_store": OnlineStoreResource(lake=lake, kind=online_kind, redis_url=redis_url),
         "alerts": AlertSinkResource(lake=lake, webhook_url=webhook_url),
         "traces": traces,
+        "server": ServerStateResource(lake=lake, kind=server_state, redis_url=redis_url),
+        "prediction_log": PredictionLogResource(lake=lake),
     }
 
 
@@ -93,6 +108,7 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
             llm_base_url=settings.llm_base_url or "",
             llm_api_key_env=settings.llm_api_key_env or "",
             webhook_url=settings.alert_webhook_url or "",
+            server_state=settings.serve_state_kind,
         )
     if env == "prod":
         check_prod_environment()
@@ -109,6 +125,7 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
             llm_base_url=dg.EnvVar("MALLARD_LLM_BASE_URL"),
             llm_api_key_env=settings.llm_api_key_env or "",
             webhook_url=settings.alert_webhook_url or "",
+            server_state=settings.serve_state_kind,
         )
     raise ConfigError(f"MALLARD_ENV={env!r} is not valid: choose local or prod")
 
