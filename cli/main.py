@@ -110,6 +110,9 @@ def _register_subcommands() -> None:
 
     for group in (features, models, alerts, prompts, evals, ops):
         main.add_command(group)
+    from cli.serve import add_serving_commands
+
+    add_serving_commands(main)  # serve, keys, audit, predictions
 
 
 _register_subcommands()
