@@ -13,7 +13,7 @@ export UV_COMPILE_BYTECODE ?= 1
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.bootstrap/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install services demo test test-slow dev mlflow bench lint clean
+.PHONY: install services demo test test-slow dev serve mlflow bench lint clean
 
 $(CURDIR)/.bootstrap/bin/uv:
 	python3 -m venv $(CURDIR)/.bootstrap
@@ -39,6 +39,11 @@ test-slow: install services
 dev: install
 	$(RUN) python -c "from mallard.config import get_settings; get_settings().ensure_home()"
 	$(RUN) dg dev --host 127.0.0.1 --port 3000
+
+# The API (docs/API.md) on MALLARD_SERVE_HOST:MALLARD_SERVE_PORT (127.0.0.1:8000) with
+# MALLARD_SERVE_WORKERS workers; it serves the models `make demo` trained.
+serve: install
+	$(RUN) mallard serve
 
 mlflow: install
 	$(RUN) python -c "from mallard.config import get_settings; get_settings().ensure_home()"
