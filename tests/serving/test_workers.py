@@ -2,7 +2,8 @@
 
 Each request goes on a new connection, so both workers answer (the test checks that two pids
 did). Rate-limit buckets, revocations and Prometheus counters then have to be shared through
-the server state (SQLite under MALLARD_HOME) and the multiprocess metrics folder.
+the server state (SQLite files under MALLARD_HOME, and Redis as in prod: both are run) and the
+multiprocess metrics folder.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from conftest import Server, auth, free_port, metric_samples, server_env, start
 from mallard.config import load_settings
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
-    home = tmp_path_factory.mktemp("two-workers") / "home"
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def two_workers(
+    request, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Path, dict[str, str]]]:
+    """Two workers sharing their state through SQLite files (local) or Redis (as in prod)."""
+    home = tmp_path_factory.mktemp(f"two-workers-{request.param}") / "home"
+    state = {"MALLARD_SERVE_STATE": request.param}
+    if request.param == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        state["MALLARD_REDIS_URL"] = url
     port = free_port()
     server = start(
         [
@@ -36,13 +47,14 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
             MALLARD_SERVE_MODELS="",  # no models: what is tested here is the shared state
             MALLARD_RATE_LIMIT_ADDRESS_PER_S="0.5",
             MALLARD_RATE_LIMIT_ADDRESS_BURST="80",  # the module sends about 50 keyed requests
+            **state,
         ),
         port,
         tmp_path_factory.mktemp("two-workers-log") / "server.jsonl",
     )
     try:
         server.wait(timeout=120)
-        yield server, home
+        yield server, home, state
     finally:
         server.stop()
 
@@ -52,15 +64,18 @@ def _get(server: Server, path: str, key: str | None = None) -> httpx.Response:
     return httpx.get(server.url + path, headers=auth(key) if key else {}, timeout=30)
 
 
-def _key(home: Path, role: str = "viewer", **options) -> tuple[str, str]:
+def _key(workers, role: str = "viewer", **options) -> tuple[str, str]:
     from mallard.serving.state import open_server_state
 
-    state = open_server_state(load_settings(home=home))
+    _, home, state = workers
+    opened = open_server_state(
+        load_settings(home=home), state["MALLARD_SERVE_STATE"], state.get("MALLARD_REDIS_URL", "")
+    )
     try:
-        created = state.create_key(f"workers-{role}", role, **options)
+        created = opened.create_key(f"workers-{role}", role, **options)
         return created.key, created.record.prefix
     finally:
-        state.close()
+        opened.close()
 
 
 def _until_both_workers(server: Server) -> set[int]:
@@ -73,21 +88,21 @@ def _until_both_workers(server: Server) -> set[int]:
 
 
 def test_two_workers_answer(two_workers) -> None:
-    server, _ = two_workers
+    server = two_workers[0]
     assert len(_until_both_workers(server)) == 2
 
 
 def test_rate_limit_buckets_are_shared(two_workers) -> None:
-    server, home = two_workers
-    key, _ = _key(home, rate_per_s=0.01, burst=4)
+    server = two_workers[0]
+    key, _ = _key(two_workers, rate_per_s=0.01, burst=4)
     statuses = [_get(server, "/v1/whoami", key).status_code for _ in range(10)]
     assert statuses.count(200) == 4 and statuses.count(429) == 6  # one bucket, not one per worker
 
 
 def test_a_revocation_is_seen_by_every_worker(two_workers) -> None:
-    server, home = two_workers
-    admin, _ = _key(home, "admin")
-    viewer, prefix = _key(home, "viewer")
+    server = two_workers[0]
+    admin, _ = _key(two_workers, "admin")
+    viewer, prefix = _key(two_workers, "viewer")
     assert {_get(server, "/v1/whoami", viewer).status_code for _ in range(6)} == {200}
     revoked = httpx.post(f"{server.url}/v1/keys/{prefix}/revoke", headers=auth(admin), timeout=30)
     assert revoked.status_code == 200
@@ -95,8 +110,8 @@ def test_a_revocation_is_seen_by_every_worker(two_workers) -> None:
 
 
 def test_prometheus_counters_are_summed_over_workers(two_workers) -> None:
-    server, home = two_workers
-    viewer, _ = _key(home, "viewer", rate_per_s=1000, burst=1000)
+    server = two_workers[0]
+    viewer, _ = _key(two_workers, "viewer", rate_per_s=1000, burst=1000)
     before = metric_samples(_get(server, "/metrics", viewer).text)
     route = {"route": "/v1/whoami", "method": "GET", "status": "200"}
     start_count = before("mallard_http_requests_total", **route) or 0
@@ -108,7 +123,7 @@ def test_prometheus_counters_are_summed_over_workers(two_workers) -> None:
 
 
 def test_the_client_address_has_its_own_bucket(two_workers) -> None:
-    server, _ = two_workers
+    server = two_workers[0]
     for _ in range(120):  # without a key too: the address bucket comes first
         limited = _get(server, "/v1/whoami")
         if limited.status_code == 429:
