@@ -284,7 +284,7 @@ class FeatureService:
         from mallard.features.versions import register_version
 
         view = self._view(view_name)
-        registry, store = self._require()
+        _, store = self._require()
         table = self._table(view, rows)
         self.check(view, table)
         before = self.before(view, table)

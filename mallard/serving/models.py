@@ -149,6 +149,7 @@ class ModelService:
         self._versions: dict[tuple[str, int], Version] = {}
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
+        self._background: set[tuple[str, int]] = set()
         self.load_errors: dict[str, str] = {}
         self.explainers_built = 0
         self.on_explainer_built: Callable[[str, int], None] | None = None
@@ -267,8 +268,33 @@ class ModelService:
             if (name, number) in self._versions:
                 out[name] = f"loaded v{number}"
             else:
+                # A new champion (a promotion or rollback since start): load it in the background,
+                # so the server becomes ready again without waiting for a request.
+                self._load_in_background(name, number)
                 out[name] = self.load_errors.get(name) or f"loading v{number}"
         return out
+
+    def _load_in_background(self, name: str, number: int) -> None:
+        key = (name, number)
+        with self._lock:
+            if key in self._background:
+                return
+            self._background.add(key)
+
+        def run() -> None:
+            try:
+                self.load(name, number)
+                self.load_errors.pop(name, None)
+            except ApiError as exc:
+                self.load_errors[name] = exc.message
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz
+                log.exception("loading %s v%s failed", name, number)
+                self.load_errors[name] = f"{type(exc).__name__}: {exc}"
+            finally:
+                with self._lock:
+                    self._background.discard(key)
+
+        threading.Thread(target=run, name=f"mallard-load-{name}-v{number}", daemon=True).start()
 
     # -- inputs ---------------------------------------------------------------------------------
     def inputs(

@@ -688,3 +688,30 @@ def test_predictions_reach_the_log_the_drift_assets_read(
     )
     assert row["score"] == pytest.approx(response.json()["predictions"][0]["score"])
     assert row["day"] == dt.datetime.now(dt.UTC).date()
+
+
+def test_a_new_champion_is_served_within_seconds(
+    api: httpx.Client, keys: dict[str, str], world: World
+) -> None:
+    """Promotion (or rollback) moves the alias; the server follows it, reloading itself."""
+    from mallard.models.registry import client, get_version, set_champion
+
+    settings = load_settings(home=world.home)
+    c = client(settings)
+    first = get_version(c, STRICT, 1)
+    second = c.create_model_version(STRICT, first.source, first.run_id)  # the same pipeline
+    set_champion(settings, c, STRICT, int(second.version), action="promote", reason="test")
+    deadline = time.monotonic() + 30
+    served = None
+    while time.monotonic() < deadline:
+        body = _post(
+            api, f"/v1/models/{STRICT}/predict", keys["developer"], {"rows": [world.sample_row]}
+        ).json()
+        served = body.get("version")
+        if served == int(second.version):
+            break
+        time.sleep(0.5)
+    assert served == int(second.version)
+    assert body["variant"] == "champion"
+    ready = api.get("/readyz").json()
+    assert ready["models"][STRICT] == f"loaded v{second.version}"

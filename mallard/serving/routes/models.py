@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -17,7 +18,7 @@ from mallard.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from mallard.serving.validation import Issue
+from mallard.serving.validation import Issue, json_number
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 NAME = Path(max_length=100, description="A served model's name")
@@ -55,7 +56,7 @@ def list_models(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-def _issues(issues: list[Issue], i: int) -> list[dict[str, Any]]:
+def _issues(issues: list[Issue]) -> list[dict[str, Any]]:
     return [issue.as_dict() for issue in issues]
 
 
@@ -93,8 +94,6 @@ def predict(
     rid = request_id(request)
     buffer = s.clients.prediction_log
     if buffer is not None:
-        from mallard.serving.validation import json_number
-
         logged = [{k: json_number(v) for k, v in row.items()} for row in inputs.rows]
         try:
             buffer.append(
@@ -103,7 +102,7 @@ def predict(
                     logged,
                     predictions,
                     scores,
-                    timestamp=_now(),
+                    timestamp=dt.datetime.now(dt.UTC),
                     model_name=name,
                     model_version=str(loaded.number),
                     role=resolved.role,
@@ -123,7 +122,7 @@ def predict(
             "prediction": _finite(prediction),
             "score": _finite(scores[i]) if scores is not None else None,
             "flagged": bool(issues[i]),
-            "issues": _issues(issues[i], i),
+            "issues": _issues(issues[i]),
             "ood_score": inputs.ood_scores[i] if inputs.ood_scores else None,
         }
         if body.entities is not None:
@@ -139,12 +138,6 @@ def predict(
         "predictions": out,
         "feature_versions": inputs.served_versions or None,
     }
-
-
-def _now():
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC)
 
 
 @route(
@@ -195,7 +188,7 @@ def explain(
                     for f in ranked
                 ],
                 "flagged": bool(issues[i]),
-                "issues": _issues(issues[i], i),
+                "issues": _issues(issues[i]),
             }
         )
     s.metrics.explanations.labels(name, str(loaded.number)).inc(len(out))
