@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     seed: int = 7
     sample_scale: float = 1.0
     end_date: dt.date | None = None
+    today: dt.date | None = None
     llm_threads: int = 2
     alert_webhook_url: str | None = None
     online_store: Literal["sqlite", "redis"] = "sqlite"
@@ -204,6 +205,12 @@ class Settings(BaseSettings):
     @property
     def online_store_path(self) -> Path:
         return self.home / "online" / "online_store.sqlite"
+
+    @property
+    def current_date(self) -> dt.date:
+        """The day Mallard acts on (MALLARD_TODAY, default the UTC date): what makes evidence
+        fresh or stale. The demo sets it to each simulated day it replays."""
+        return self.today or dt.datetime.now(dt.UTC).date()
 
     @property
     def sample_end_date(self) -> dt.date:

@@ -41,7 +41,12 @@ def _retrain_on_drift_or_decay(
             for r in drift_rows
             if r["value"] is not None
         ] + [
-            DayObservation(r["day"], auc=r["value"], baseline_auc=r["details"].get("baseline"))
+            DayObservation(
+                r["day"],
+                auc=r["value"],
+                baseline_auc=r["details"].get("baseline"),
+                known_on=r["day"] + dt.timedelta(days=mon.label_delay_days),
+            )
             for r in perf_rows
             if r["value"] is not None
         ]
@@ -49,7 +54,9 @@ def _retrain_on_drift_or_decay(
             state["drift_day"] = drift_rows[-1]["day"].isoformat()
         if perf_rows:
             state["perf_day"] = perf_rows[-1]["day"].isoformat()
-        decision = decide_retrain(observations, mon.policy, last_retrain)
+        decision = decide_retrain(
+            observations, mon.policy, last_retrain, today=settings.current_date
+        )
         if decision.retrain and decision.day is not None:
             state["retrain_day"] = decision.day.isoformat()
             sink.record(

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """Thresholds that request a retrain, and the cooldown between two retrains of a model."""
+    """Thresholds that request a retrain, the cooldown between two retrains of a model, and how
+    old evidence may be: a drift or performance result from more than `max_evidence_age_days`
+    before today never triggers a retrain (a sensor switched on late does not act on a month-old
+    signal; a fresh day's result must confirm it)."""
 
     drift_share: float = 0.3
     max_auc_drop: float = 0.05
     cooldown_days: int = 14
     min_days_observed: int = 1
+    max_evidence_age_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,12 @@ class DayObservation:
     drifted: tuple[str, ...] = ()
     auc: float | None = None
     baseline_auc: float | None = None
+    known_on: dt.date | None = None
+    """When the evidence became known (outcomes arrive after the label delay); default `day`."""
+
+    @property
+    def evidence_day(self) -> dt.date:
+        return self.known_on or self.day
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,27 @@ class RetrainDecision:
 
 
 def decide_retrain(
-    observations: list[DayObservation], policy: RetrainPolicy, last_retrain_day: dt.date | None
+    observations: list[DayObservation],
+    policy: RetrainPolicy,
+    last_retrain_day: dt.date | None,
+    today: dt.date | None = None,
 ) -> RetrainDecision:
-    """Retrain when the newest observations cross a threshold, unless within the cooldown."""
+    """Retrain when the newest observations cross a threshold, unless within the cooldown or
+    older than the policy's evidence age (counted back from `today`)."""
     if not observations:
         return RetrainDecision(False, "no new monitoring results")
+    if today is not None:
+        oldest_allowed = today - dt.timedelta(days=policy.max_evidence_age_days)
+        fresh = [o for o in observations if o.evidence_day >= oldest_allowed]
+        if not fresh:
+            newest = max(o.evidence_day for o in observations)
+            return RetrainDecision(
+                False,
+                f"stale evidence: the newest result is from {newest}, more than "
+                f"{policy.max_evidence_age_days} days before {today}; not acted on",
+                newest,
+            )
+        observations = fresh
     latest = max(observations, key=lambda o: o.day)
     if last_retrain_day is not None and (latest.day - last_retrain_day).days < policy.cooldown_days:
         return RetrainDecision(

@@ -65,6 +65,24 @@ def _outcomes(new_noise: float, old_noise: float, n: int = 4000, seed: int = 0) 
     return pd.concat(rows, ignore_index=True)
 
 
+def test_stale_evidence_does_not_trigger() -> None:
+    policy = RetrainPolicy(drift_share=0.25, max_evidence_age_days=7)
+    drifted = [DayObservation(D, 0.6, ("errors_7d",))]
+    month_later = decide_retrain(drifted, policy, None, today=D + dt.timedelta(days=30))
+    assert not month_later.retrain
+    assert "stale evidence: the newest result is from 2026-05-01" in month_later.reason
+    assert decide_retrain(drifted, policy, None, today=D + dt.timedelta(days=7)).retrain
+    # Outcomes are known a label delay after their day: their age counts from then.
+    dropped = DayObservation(D, auc=0.6, baseline_auc=0.8, known_on=D + dt.timedelta(days=14))
+    in_time = decide_retrain([dropped], policy, None, today=D + dt.timedelta(days=20))
+    assert in_time.retrain and in_time.trigger == "performance"
+    too_late = decide_retrain([dropped], policy, None, today=D + dt.timedelta(days=22))
+    assert not too_late.retrain and "stale evidence" in too_late.reason
+    # Only the fresh days count: an old drift spike with a calm recent day does not trigger.
+    mixed = [*drifted, DayObservation(D + dt.timedelta(days=20), 0.1)]
+    assert not decide_retrain(mixed, policy, None, today=D + dt.timedelta(days=21)).retrain
+
+
 def test_guard_rolls_back_a_worse_champion() -> None:
     verdict = judge_promotion(_outcomes(new_noise=0.6, old_noise=0.2), "2", "1", "auc", 0.05, 500)
     assert verdict.judged and verdict.rollback

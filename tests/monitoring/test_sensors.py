@@ -20,7 +20,8 @@ D = dt.date(2026, 5, 1)
 
 
 @pytest.fixture
-def tick(mallard_home: Path):
+def tick(mallard_home: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MALLARD_TODAY", (D + dt.timedelta(days=7)).isoformat())
     sensor = build_retrain_sensor(RETRAIN_JOBS)
     instance = dg.DagsterInstance.ephemeral()
     resources = resources_for_env()
@@ -86,3 +87,14 @@ def test_performance_drop_fires(tick) -> None:
     [request] = tick(None).run_requests
     assert request.tags["mallard/trigger"] == "performance"
     assert "below the champion's evaluation AUC 0.700" in request.tags["mallard/reason"]
+
+
+def test_a_sensor_switched_on_late_ignores_month_old_drift(
+    tick, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _drift(D, 0.7)
+    monkeypatch.setenv("MALLARD_TODAY", (D + dt.timedelta(days=30)).isoformat())
+    late = tick(None)
+    assert not late.run_requests
+    assert "stale evidence: the newest result is from 2026-05-01" in late.skip_message
+    assert list_alerts(load_settings()) == []
