@@ -8,6 +8,7 @@ naming the model and the field.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,230 @@ ESTIMATORS: dict[str, dict[str, str]] = {
 }
 MIN_FAMILIES = 3
 IMPUTATIONS = ("mean", "median", "mode", "drop")
+
+# Constructor parameters of the class behind each PyCaret id (PyCaret 3.3, scikit-learn 1.4,
+# LightGBM 4), so `estimator_params` is checked when the catalog loads without importing them.
+# tests/models/test_specs.py compares this table with the installed classes' signatures.
+ESTIMATOR_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
+    "classification": {
+        "lr": (
+            "LogisticRegression",
+            "penalty dual tol C fit_intercept intercept_scaling class_weight random_state "
+            "solver max_iter multi_class verbose warm_start n_jobs l1_ratio",
+        ),
+        "ridge": (
+            "RidgeClassifier",
+            "alpha fit_intercept copy_X max_iter tol class_weight solver positive random_state",
+        ),
+        "lda": (
+            "LinearDiscriminantAnalysis",
+            "solver shrinkage priors n_components store_covariance tol covariance_estimator",
+        ),
+        "svm": (
+            "SGDClassifier",
+            "loss penalty alpha l1_ratio fit_intercept max_iter tol shuffle verbose epsilon "
+            "n_jobs random_state learning_rate eta0 power_t early_stopping "
+            "validation_fraction n_iter_no_change class_weight warm_start average",
+        ),
+        "dt": (
+            "DecisionTreeClassifier",
+            "criterion splitter max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features random_state max_leaf_nodes "
+            "min_impurity_decrease class_weight ccp_alpha monotonic_cst",
+        ),
+        "rf": (
+            "RandomForestClassifier",
+            "n_estimators criterion max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features max_leaf_nodes min_impurity_decrease "
+            "bootstrap oob_score n_jobs random_state verbose warm_start class_weight "
+            "ccp_alpha max_samples monotonic_cst",
+        ),
+        "et": (
+            "ExtraTreesClassifier",
+            "n_estimators criterion max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features max_leaf_nodes min_impurity_decrease "
+            "bootstrap oob_score n_jobs random_state verbose warm_start class_weight "
+            "ccp_alpha max_samples monotonic_cst",
+        ),
+        "lightgbm": (
+            "LGBMClassifier",
+            "boosting_type num_leaves max_depth learning_rate n_estimators subsample_for_bin "
+            "objective class_weight min_split_gain min_child_weight min_child_samples "
+            "subsample subsample_freq colsample_bytree reg_alpha reg_lambda random_state "
+            "n_jobs importance_type",
+        ),
+        "gbc": (
+            "GradientBoostingClassifier",
+            "loss learning_rate n_estimators subsample criterion min_samples_split "
+            "min_samples_leaf min_weight_fraction_leaf max_depth min_impurity_decrease init "
+            "random_state max_features verbose max_leaf_nodes warm_start validation_fraction "
+            "n_iter_no_change tol ccp_alpha",
+        ),
+        "ada": (
+            "AdaBoostClassifier",
+            "estimator n_estimators learning_rate algorithm random_state",
+        ),
+        "knn": (
+            "KNeighborsClassifier",
+            "n_neighbors weights algorithm leaf_size p metric metric_params n_jobs",
+        ),
+        "nb": (
+            "GaussianNB",
+            "priors var_smoothing",
+        ),
+        "qda": (
+            "QuadraticDiscriminantAnalysis",
+            "priors reg_param store_covariance tol",
+        ),
+        "mlp": (
+            "MLPClassifier",
+            "hidden_layer_sizes activation solver alpha batch_size learning_rate "
+            "learning_rate_init power_t max_iter shuffle random_state tol verbose warm_start "
+            "momentum nesterovs_momentum early_stopping validation_fraction beta_1 beta_2 "
+            "epsilon n_iter_no_change max_fun",
+        ),
+        "dummy": (
+            "DummyClassifier",
+            "strategy random_state constant",
+        ),
+    },
+    "regression": {
+        "lr": (
+            "LinearRegression",
+            "fit_intercept copy_X n_jobs positive",
+        ),
+        "ridge": (
+            "Ridge",
+            "alpha fit_intercept copy_X max_iter tol solver positive random_state",
+        ),
+        "lasso": (
+            "Lasso",
+            "alpha fit_intercept precompute copy_X max_iter tol warm_start positive "
+            "random_state selection",
+        ),
+        "en": (
+            "ElasticNet",
+            "alpha l1_ratio fit_intercept precompute max_iter copy_X tol warm_start positive "
+            "random_state selection",
+        ),
+        "br": (
+            "BayesianRidge",
+            "max_iter tol alpha_1 alpha_2 lambda_1 lambda_2 alpha_init lambda_init "
+            "compute_score fit_intercept copy_X verbose n_iter",
+        ),
+        "huber": (
+            "HuberRegressor",
+            "epsilon max_iter alpha warm_start fit_intercept tol",
+        ),
+        "dt": (
+            "DecisionTreeRegressor",
+            "criterion splitter max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features random_state max_leaf_nodes "
+            "min_impurity_decrease ccp_alpha monotonic_cst",
+        ),
+        "rf": (
+            "RandomForestRegressor",
+            "n_estimators criterion max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features max_leaf_nodes min_impurity_decrease "
+            "bootstrap oob_score n_jobs random_state verbose warm_start ccp_alpha max_samples "
+            "monotonic_cst",
+        ),
+        "et": (
+            "ExtraTreesRegressor",
+            "n_estimators criterion max_depth min_samples_split min_samples_leaf "
+            "min_weight_fraction_leaf max_features max_leaf_nodes min_impurity_decrease "
+            "bootstrap oob_score n_jobs random_state verbose warm_start ccp_alpha max_samples "
+            "monotonic_cst",
+        ),
+        "lightgbm": (
+            "LGBMRegressor",
+            "boosting_type num_leaves max_depth learning_rate n_estimators subsample_for_bin "
+            "objective class_weight min_split_gain min_child_weight min_child_samples "
+            "subsample subsample_freq colsample_bytree reg_alpha reg_lambda random_state "
+            "n_jobs importance_type",
+        ),
+        "gbr": (
+            "GradientBoostingRegressor",
+            "loss learning_rate n_estimators subsample criterion min_samples_split "
+            "min_samples_leaf min_weight_fraction_leaf max_depth min_impurity_decrease init "
+            "random_state max_features alpha verbose max_leaf_nodes warm_start "
+            "validation_fraction n_iter_no_change tol ccp_alpha",
+        ),
+        "ada": (
+            "AdaBoostRegressor",
+            "estimator n_estimators learning_rate loss random_state",
+        ),
+        "knn": (
+            "KNeighborsRegressor",
+            "n_neighbors weights algorithm leaf_size p metric metric_params n_jobs",
+        ),
+        "mlp": (
+            "MLPRegressor",
+            "hidden_layer_sizes activation solver alpha batch_size learning_rate "
+            "learning_rate_init power_t max_iter shuffle random_state tol verbose warm_start "
+            "momentum nesterovs_momentum early_stopping validation_fraction beta_1 beta_2 "
+            "epsilon n_iter_no_change max_fun",
+        ),
+        "dummy": (
+            "DummyRegressor",
+            "strategy constant quantile",
+        ),
+    },
+    "clustering": {
+        "kmeans": (
+            "KMeans",
+            "n_clusters init n_init max_iter tol verbose random_state copy_x algorithm",
+        ),
+        "birch": (
+            "Birch",
+            "threshold branching_factor n_clusters compute_labels copy",
+        ),
+        "hclust": (
+            "AgglomerativeClustering",
+            "n_clusters metric memory connectivity compute_full_tree linkage "
+            "distance_threshold compute_distances",
+        ),
+        "dbscan": (
+            "DBSCAN",
+            "eps min_samples metric metric_params algorithm leaf_size p n_jobs",
+        ),
+        "optics": (
+            "OPTICS",
+            "min_samples max_eps metric p metric_params cluster_method eps xi "
+            "predecessor_correction min_cluster_size algorithm leaf_size memory n_jobs",
+        ),
+        "meanshift": (
+            "MeanShift",
+            "bandwidth seeds bin_seeding min_bin_freq cluster_all n_jobs max_iter",
+        ),
+        "sc": (
+            "SpectralClustering",
+            "n_clusters eigen_solver n_components random_state n_init gamma affinity "
+            "n_neighbors eigen_tol assign_labels degree coef0 kernel_params n_jobs verbose",
+        ),
+        "ap": (
+            "AffinityPropagation",
+            "damping max_iter convergence_iter copy preference affinity verbose random_state",
+        ),
+    },
+}
+
+# LGBMClassifier/LGBMRegressor pass other keyword arguments to the booster: these common booster
+# parameters are accepted too (anything else there is a typo LightGBM would only warn about).
+LIGHTGBM_BOOSTER_PARAMS = (
+    "verbose max_bin min_data_in_leaf feature_fraction bagging_fraction bagging_freq lambda_l1 "
+    "lambda_l2 extra_trees path_smooth linear_tree min_sum_hessian_in_leaf deterministic "
+    "force_col_wise force_row_wise"
+)
+
+
+def estimator_parameters(task: str, estimator: str) -> tuple[str, list[str]]:
+    """The class behind a PyCaret estimator id and the keyword arguments it takes."""
+    class_name, names = ESTIMATOR_PARAMS[task][estimator]
+    valid = names.split()
+    if estimator == "lightgbm":
+        valid += LIGHTGBM_BOOSTER_PARAMS.split()
+    return class_name, valid
 
 
 def _fail(model: str, field_name: str, message: str) -> DeclarationError:
@@ -223,6 +448,78 @@ class TrainingWindow:
                 raise _fail(model, f"window.{name}", "must be at least 100")
 
 
+THRESHOLD_RULES = ("contact_budget", "max_f1", "fixed")
+
+
+@dataclass(frozen=True)
+class DecisionThreshold:
+    """How a classifier's scores become decisions, chosen for what the decisions are for.
+
+    The threshold is chosen when the candidate is trained, on the training slice's internal test
+    rows (scored by the model fitted on the other 80 %, never on the held-out slice), and stored
+    with the version:
+
+    - `contact_budget`: the score above which the top `budget` share of customers fall — e.g. the
+      retention team can contact 10 % of customers per label window; recall at that budget is
+      what the evaluation reports.
+    - `max_f1`: the threshold with the highest F1 on those rows.
+    - `fixed`: `value`.
+    """
+
+    rule: Literal["contact_budget", "max_f1", "fixed"] = "max_f1"
+    budget: float | None = None
+    value: float = 0.5
+
+    def check(self, model: str) -> None:
+        if self.rule not in THRESHOLD_RULES:
+            raise _fail(
+                model,
+                "threshold.rule",
+                f"={self.rule!r} is unknown; use one of {', '.join(THRESHOLD_RULES)}",
+            )
+        if self.rule == "contact_budget" and (self.budget is None or not 0 < self.budget < 1):
+            raise _fail(model, "threshold.budget", "must be the share of rows to flag, in (0, 1)")
+        if self.rule != "contact_budget" and self.budget is not None:
+            raise _fail(model, "threshold.budget", "applies to rule='contact_budget' only")
+        if not 0 <= self.value <= 1:
+            raise _fail(model, "threshold.value", "must be a score in [0, 1]")
+
+    def describe(self) -> str:
+        if self.rule == "contact_budget":
+            return f"contact budget: flag the top {self.budget:.0%} of customers by score"
+        if self.rule == "max_f1":
+            return "the F1-maximizing threshold on the training slice's internal test rows"
+        return f"fixed at {self.value:g}"
+
+
+@dataclass(frozen=True)
+class NaiveBaseline:
+    """The forecast a regression must beat without a model: the sum of `feature` over the
+    entity's training-set rows `lags_days` before each row (0 is the row itself), times `scale`.
+
+    A lag row that does not exist (the customer was not there yet) counts 0. On the sample
+    world's weekly snapshots, `NaiveBaseline("minutes_7d", (0, 7))` is the minutes the customer
+    watched over the last 14 days.
+    """
+
+    feature: str
+    lags_days: tuple[int, ...] = (0,)
+    scale: float = 1.0
+    description: str = ""
+
+    def check(self, model: str) -> None:
+        if not self.lags_days or any(not isinstance(lag, int) or lag < 0 for lag in self.lags_days):
+            raise _fail(model, "baseline.lags_days", "must list whole days ≥ 0")
+        if not math.isfinite(self.scale) or self.scale <= 0:
+            raise _fail(model, "baseline.scale", "must be a finite number > 0")
+
+    @property
+    def label(self) -> str:
+        return self.description or (
+            f"{self.scale:g} × sum of {self.feature} at lags {', '.join(map(str, self.lags_days))} days"
+        )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model Mallard trains, judges and serves.
@@ -230,8 +527,10 @@ class ModelSpec:
     `features` defaults to every feature of `feature_service`; `label` is a label column of
     `training_set` (none for clustering); `metric` decides both the leaderboard and promotion;
     `estimators` are PyCaret ids from at least three families, `estimator_params` overrides
-    their constructor arguments (e.g. fewer trees); `time_budget` (seconds) bounds the model
-    comparison.
+    their constructor arguments (e.g. fewer trees; names are checked against the estimator's
+    signature); `time_budget` (seconds) bounds the model comparison. A classifier's `threshold`
+    (None: `DecisionThreshold()`, F1-maximizing) turns scores into decisions; a regression's
+    `baseline` is the naive forecast its evaluation compares with.
     """
 
     name: str
@@ -249,6 +548,8 @@ class ModelSpec:
     promotion: PromotionRule = field(default_factory=PromotionRule)
     window: TrainingWindow = field(default_factory=TrainingWindow)
     num_clusters: int = 4
+    threshold: DecisionThreshold | None = None
+    baseline: NaiveBaseline | None = None
     seed: int = 7
     description: str = ""
     owner: str = ""
@@ -298,11 +599,22 @@ class ModelSpec:
                 f"span {len(families)} famil{'y' if len(families) == 1 else 'ies'} "
                 f"({', '.join(sorted(families))}); compare at least {MIN_FAMILIES}",
             )
-        for estimator in self.estimator_params:
+        for estimator, params in self.estimator_params.items():
             if estimator not in self.estimators:
                 raise _fail(
                     name, "estimator_params", f"sets {estimator!r}, which is not in estimators"
                 )
+            class_name, valid = estimator_parameters(self.task, estimator)
+            for param in params:
+                if param not in valid:
+                    close = difflib.get_close_matches(param, valid, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise _fail(
+                        name,
+                        f"estimator_params[{estimator!r}]",
+                        f"sets {param!r}, which {class_name} ({estimator!r}) does not take{hint}; "
+                        f"valid parameters: {', '.join(sorted(valid))}",
+                    )
         if isinstance(self.time_budget, bool) or not (
             isinstance(self.time_budget, int | float)
             and math.isfinite(self.time_budget)
@@ -320,9 +632,24 @@ class ModelSpec:
                 raise _fail(name, "features", "must list feature names (or be None for all)")
             if len(set(self.features)) != len(self.features):
                 raise _fail(name, "features", "lists a feature twice")
+        if self.threshold is not None:
+            if self.task != "classification":
+                raise _fail(name, "threshold", "applies to classification only")
+            self.threshold.check(name)
+        if self.baseline is not None:
+            if self.task != "regression":
+                raise _fail(name, "baseline", "applies to regression only")
+            self.baseline.check(name)
         self.preprocessing.check(name)
         self.promotion.check(name, self.task)
         self.window.check(name)
+
+    @property
+    def decision_threshold(self) -> DecisionThreshold | None:
+        """The declared threshold rule (classification; F1-maximizing when none is declared)."""
+        if self.task != "classification":
+            return None
+        return self.threshold or DecisionThreshold()
 
     @property
     def leaderboard_metric(self) -> str:
@@ -351,6 +678,8 @@ class ModelSpec:
             "time_budget_s": self.time_budget,
             "seed": self.seed,
             "num_clusters": self.num_clusters if self.task == "clustering" else "",
+            "threshold": self.decision_threshold.describe() if self.decision_threshold else "",
+            "baseline": self.baseline.label if self.baseline else "",
             **{f"preprocessing.{k}": v for k, v in vars(self.preprocessing).items()},
             **{f"promotion.{k}": v for k, v in vars(self.promotion).items()},
             **{f"window.{k}": v for k, v in vars(self.window).items()},
@@ -424,6 +753,13 @@ class ModelCatalog:
                         f"{model.feature_service!r} (it serves {', '.join(served)})",
                     )
                 chosen = list(model.features)
+            if model.baseline is not None and model.baseline.feature not in served:
+                raise _fail(
+                    model.name,
+                    "baseline.feature",
+                    f"={model.baseline.feature!r} is not served by feature service "
+                    f"{model.feature_service!r}",
+                )
             self._models[model.name] = model
             self._features[model.name] = chosen
         self.feature_types: dict[str, str] = {

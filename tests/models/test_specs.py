@@ -12,7 +12,15 @@ import pytest
 
 from catalog.features import REGISTRY, TRAINING_SETS
 from catalog.models import MODELS, churn_classifier, customer_segments, minutes_forecast
-from mallard.models.specs import ModelCatalog, ModelSpec, Preprocessing, PromotionRule
+from mallard.models.specs import (
+    ESTIMATOR_PARAMS,
+    DecisionThreshold,
+    ModelCatalog,
+    ModelSpec,
+    NaiveBaseline,
+    Preprocessing,
+    PromotionRule,
+)
 from mallard.specs import DeclarationError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +60,23 @@ def test_sample_world_declares_three_tasks() -> None:
         ({"promotion": PromotionRule(significance=0.7)}, r"promotion.significance=0.7"),
         ({"promotion": PromotionRule(test="mcnemar")}, None),
         ({"preprocessing": Preprocessing(numeric_imputation="knn")}, r"numeric_imputation='knn'"),
+        (
+            {"estimator_params": {"rf": {"n_estimatorz": 30}}},
+            r"estimator_params\['rf'\] sets 'n_estimatorz', which RandomForestClassifier \('rf'\) "
+            r"does not take \(did you mean 'n_estimators'\?\); valid parameters: .*max_depth",
+        ),
+        (
+            {"estimator_params": {"lightgbm": {"n_estimators": 60, "verbose": -1}}},
+            None,  # a LightGBM booster parameter beyond the signature
+        ),
+        ({"estimator_params": {"lr": {"alpha": 1.0}}}, r"which LogisticRegression \('lr'\)"),
+        (
+            {"threshold": DecisionThreshold(rule="contact_budget")},
+            r"threshold.budget must be the share of rows to flag",
+        ),
+        ({"threshold": DecisionThreshold(rule="top_k")}, r"threshold.rule='top_k' is unknown"),
+        ({"threshold": DecisionThreshold(rule="max_f1", budget=0.1)}, r"applies to rule="),
+        ({"baseline": NaiveBaseline("minutes_7d")}, r"baseline applies to regression only"),
     ],
 )
 def test_bad_declarations_name_the_model_and_field(changes, message) -> None:
@@ -60,6 +85,61 @@ def test_bad_declarations_name_the_model_and_field(changes, message) -> None:
         return
     with pytest.raises(DeclarationError, match=message):
         _spec(**changes)
+
+
+def test_the_declared_models_say_how_they_are_used() -> None:
+    assert churn_classifier.decision_threshold == DecisionThreshold("contact_budget", 0.10)
+    assert dataclasses.replace(churn_classifier, threshold=None).decision_threshold == (
+        DecisionThreshold("max_f1")
+    )
+    assert minutes_forecast.decision_threshold is None
+    assert minutes_forecast.baseline == NaiveBaseline(
+        "minutes_7d", (0, 7), description="the customer's minutes of the last 14 days"
+    )
+    with pytest.raises(DeclarationError, match="threshold applies to classification only"):
+        dataclasses.replace(minutes_forecast, threshold=DecisionThreshold())
+    with pytest.raises(DeclarationError, match="baseline.lags_days must list whole days"):
+        dataclasses.replace(minutes_forecast, baseline=NaiveBaseline("minutes_7d", (-7,)))
+    with pytest.raises(DeclarationError, match="baseline.feature='shoe_size' is not served"):
+        ModelCatalog(
+            [dataclasses.replace(minutes_forecast, baseline=NaiveBaseline("shoe_size"))],
+            REGISTRY,
+            TRAINING_SETS,
+        )
+
+
+def test_parameter_table_matches_the_installed_estimators() -> None:
+    """The table estimator_params are checked against at load is PyCaret's classes' signatures."""
+    import inspect
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from pycaret.classification import ClassificationExperiment
+    from pycaret.clustering import ClusteringExperiment
+    from pycaret.containers.models import classification, clustering, regression
+    from pycaret.regression import RegressionExperiment
+
+    data = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7, "y": [0, 1] * 20})
+    experiments = {
+        "classification": (ClassificationExperiment, classification, {"target": "y"}),
+        "regression": (RegressionExperiment, regression, {"target": "y"}),
+        "clustering": (ClusteringExperiment, clustering, {}),
+    }
+    for task, (kind, containers, target) in experiments.items():
+        experiment = kind()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            experiment.setup(data=data, session_id=1, verbose=False, html=False, **target)
+        built = containers.get_all_model_containers(experiment)
+        for estimator, (class_name, names) in ESTIMATOR_PARAMS[task].items():
+            cls = built[estimator].class_def
+            signature = [
+                p.name
+                for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            ]
+            assert (cls.__name__, names.split()) == (class_name, signature), (task, estimator)
 
 
 def test_mcnemar_is_for_classification_only() -> None:
