@@ -3,8 +3,8 @@
 - `mcnemar`: exact McNemar test on the rows exactly one of the two models classifies right.
 - `paired_bootstrap`: the rows are resampled with replacement B times; each replicate scores
   both models on the same resampled rows, so the spread of the difference reflects the slice's
-  sampling noise with the pairing kept. Metrics: AUC, accuracy, F1, precision, recall (from
-  scores/labels), MAE, MSE, RMSE, R² (from predictions) and the mean of per-row values
+  sampling noise with the pairing kept. Metrics: AUC, PR-AUC (average precision), accuracy,
+  F1, precision, recall (from scores/labels), MAE, MSE, RMSE, R² (from predictions) and the mean of per-row values
   (silhouette samples for clustering).
 - `decide`: the promotion rule — promote when the one-sided (1 − α) lower confidence bound of
   the improvement exceeds the declared minimum improvement (or there is no champion).
@@ -24,6 +24,7 @@ import numpy as np
 # Metric name → (kind of prediction it reads, higher is better).
 METRICS: dict[str, tuple[str, bool]] = {
     "auc": ("score", True),
+    "pr_auc": ("score", True),
     "accuracy": ("label", True),
     "f1": ("label", True),
     "precision": ("label", True),
@@ -184,6 +185,23 @@ def _auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return (pos * (below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
 
 
+def _average_precision(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Area under the precision-recall curve as average precision (scikit-learn's definition):
+    Σ over score thresholds, highest first, of precision × the recall gained there."""
+    order = np.argsort(-score, kind="mergesort")
+    s, yy, w = score[order], y[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = w * yy
+    flagged = w
+    if len(starts) < len(s):
+        pos = np.add.reduceat(pos, starts, axis=1)
+        flagged = np.add.reduceat(flagged, starts, axis=1)
+    tp, n_flagged = np.cumsum(pos, axis=1), np.cumsum(flagged, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_flagged > 0, tp / n_flagged, 0.0)
+        return (precision * pos).sum(axis=1) / pos.sum(axis=1)
+
+
 def _confusion(y: np.ndarray, label: np.ndarray, weights: np.ndarray):
     tp = weights @ ((label == 1) & (y == 1)).astype(float)
     fp = weights @ ((label == 1) & (y == 0)).astype(float)
@@ -201,6 +219,8 @@ def weighted_metric(
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric == "auc":
             return _auc(y, pred, weights)
+        if metric == "pr_auc":
+            return _average_precision(y, pred, weights)
         if metric == "accuracy":
             return weights @ (pred == y).astype(float) / total
         if metric in ("f1", "precision", "recall"):

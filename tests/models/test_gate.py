@@ -61,8 +61,17 @@ def test_auc_by_hand_with_ties() -> None:
     assert metric_value("auc", y, np.array([0.1, 0.2, 0.2, 0.9])) == pytest.approx(3.5 / 4)
 
 
+def test_pr_auc_by_hand_with_ties() -> None:
+    y = np.array([1, 0, 1, 0])
+    # Thresholds high to low: 0.9 flags a positive (precision 1, recall ½); 0.5 flags the rest of
+    # a tie group of one positive and two negatives (precision 2/4, recall 1): ½·1 + ½·½.
+    assert metric_value("pr_auc", y, np.array([0.9, 0.5, 0.5, 0.5])) == pytest.approx(0.75)
+    assert metric_value("pr_auc", y, np.array([0.9, 0.1, 0.8, 0.2])) == pytest.approx(1.0)
+
+
 def test_weighted_metrics_equal_the_metric_on_the_resampled_rows() -> None:
     from sklearn.metrics import (
+        average_precision_score,
         f1_score,
         mean_absolute_error,
         mean_squared_error,
@@ -83,6 +92,9 @@ def test_weighted_metrics_equal_the_metric_on_the_resampled_rows() -> None:
         w = weights[b : b + 1]
         assert weighted_metric("auc", y, score, w)[0] == pytest.approx(
             roc_auc_score(y[idx], score[idx])
+        )
+        assert weighted_metric("pr_auc", y, score, w)[0] == pytest.approx(
+            average_precision_score(y[idx], score[idx])
         )
         assert weighted_metric("f1", y, label, w)[0] == pytest.approx(f1_score(y[idx], label[idx]))
         assert weighted_metric("mae", target, value, w)[0] == pytest.approx(
