@@ -122,6 +122,16 @@ def build_model_assets(
             )
         if result.skipped:
             metadata["not_reached_within_budget"] = ", ".join(result.skipped)
+        if result.threshold is not None:
+            metadata["decision_threshold"] = float(result.threshold["value"])
+            rule = spec.decision_threshold
+            metadata["threshold_rule"] = rule.describe() if rule else result.threshold["rule"]
+            metadata["threshold_on_internal_test"] = dg.MetadataValue.json(
+                {
+                    k: round(result.threshold[k], 4)
+                    for k in ("flagged_share", "precision", "recall", "f1")
+                }
+            )
         for key, path in result.plots.items():
             metadata[f"plot_{key}"] = dg.MetadataValue.path(str(path))
         return dg.MaterializeResult(metadata=metadata)
@@ -218,6 +228,33 @@ def build_model_assets(
             "reason": result.decision.reason,
             "plots": _images(result.plots),
         }
+        candidate_metrics = result.metrics["candidate"]
+        if spec.task == "classification":
+            metadata.update(
+                {
+                    "candidate_pr_auc": float(candidate_metrics["pr_auc"]),
+                    "threshold_rule": str(result.reference.get("threshold_rule", "")),
+                    "decision_threshold": float(candidate_metrics.get("threshold", 0.5)),
+                    "at_threshold": dg.MetadataValue.json(
+                        {
+                            m: round(candidate_metrics[m], 4)
+                            for m in ("recall", "precision", "f1", "accuracy", "flagged_share")
+                        }
+                    ),
+                    "base_rate": float(result.reference["base_rate"]),
+                    "always_positive_f1": float(result.reference["always_positive_f1"]),
+                }
+            )
+        elif spec.task == "regression" and "naive_mae" in result.reference:
+            metadata.update(
+                {
+                    "naive_baseline": str(result.reference["baseline"]),
+                    "naive_mae": float(result.reference["naive_mae"]),
+                    "mae_vs_naive": float(candidate_metrics["mae_vs_naive"]),
+                }
+            )
+        elif spec.task == "clustering":
+            metadata["holdout_stability"] = float(candidate_metrics["stability"])
         if result.bootstrap is not None:
             b = result.bootstrap
             metadata.update(

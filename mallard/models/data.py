@@ -15,12 +15,14 @@ from mallard.config import Settings
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mallard.models.specs import ModelSpec
+    from mallard.models.specs import ModelSpec, NaiveBaseline
 
 MIN_TRAIN_ROWS = 100
 MIN_HOLDOUT_ROWS = 30
 MIN_CLASS_ROWS = 5
 KEY_COLUMNS = ("customer_id", "event_timestamp")
+# A regression's naive forecast (its declared `baseline`), kept beside the held-out rows.
+BASELINE_COLUMN = "__naive_baseline__"
 
 
 class TrainingDataError(ValueError):
@@ -105,6 +107,31 @@ def conform_features(
     return out
 
 
+def naive_baseline(frame: pd.DataFrame, baseline: NaiveBaseline) -> pd.Series:
+    """Per row, the declared naive forecast: `feature` summed over the same entity's rows
+    `lags_days` earlier in the training set (a missing row counts 0), times `scale`."""
+    import numpy as np
+    import pandas as pd
+
+    keys = [c for c in KEY_COLUMNS if c != "event_timestamp" and c in frame.columns]
+    stamps = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_localize(None)
+    values = pd.to_numeric(frame[baseline.feature], errors="coerce").fillna(0.0)
+    lookup = pd.DataFrame(
+        {**{k: frame[k].to_numpy() for k in keys}, "_at": stamps.to_numpy(), "_value": values}
+    ).drop_duplicates([*keys, "_at"], keep="last")
+    total = np.zeros(len(frame))
+    for lag in baseline.lags_days:
+        probe = pd.DataFrame(
+            {
+                **{k: frame[k].to_numpy() for k in keys},
+                "_at": (stamps - pd.Timedelta(days=lag)).to_numpy(),
+            }
+        )
+        found = probe.merge(lookup, on=[*keys, "_at"], how="left")["_value"]
+        total += found.fillna(0.0).to_numpy(dtype=float)
+    return pd.Series(total * baseline.scale, index=frame.index)
+
+
 def _days(frame: pd.DataFrame) -> pd.Series:
     import pandas as pd
 
@@ -130,7 +157,8 @@ def split_frame(
     decision-quality benchmark uses them to train before and after the sample world's shift.
     """
     owner = f"model {spec.name!r}"
-    missing = [c for c in ("event_timestamp", *features) if c not in frame.columns]
+    needed = ["event_timestamp", *features] + ([spec.baseline.feature] if spec.baseline else [])
+    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:
         raise TrainingDataError(
             f"{owner}: training set {training_set!r} has no column(s) {', '.join(missing)}"
@@ -165,6 +193,8 @@ def split_frame(
     keep = [*KEY_COLUMNS] + ([spec.label] if spec.label else [])
     x = conform_features(frame, features, categorical)
     base = frame[[c for c in keep if c in frame.columns]].join(x)
+    if spec.baseline is not None:
+        base[BASELINE_COLUMN] = naive_baseline(frame, spec.baseline)
     train, holdout = base[in_train.to_numpy()], base[in_holdout.to_numpy()]
     if spec.label is not None:
         train = train[train[spec.label].notna()]

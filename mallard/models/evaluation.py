@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
 from mallard.models import gate, plots
-from mallard.models.data import load_model_data, parse_days
+from mallard.models.data import BASELINE_COLUMN, load_model_data, parse_days
 from mallard.models.loading import LoadedModel, load_json_artifact, load_version
 from mallard.models.registry import (
     CANDIDATE,
@@ -57,6 +57,8 @@ class EvaluationResult:
     warnings: list[str] = field(default_factory=list)
     plots: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    # What no model needs: the base rate and always-positive F1, or the naive forecast's error.
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,20 +73,36 @@ class EvaluationResult:
             },
             "evidence": self.decision.evidence,
             "holdout": self.holdout,
+            "reference": self.reference,
             "warnings": self.warnings,
             "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
 
 
-def _classification(model: LoadedModel, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def decision_threshold(model: LoadedModel) -> float | None:
+    """The threshold stored with a classifier version (None: trained before thresholds were)."""
+    from mallard.models.training import THRESHOLD_TAG
+
+    value = model.tags.get(THRESHOLD_TAG)
+    return float(value) if value else None
+
+
+def _classification(
+    model: LoadedModel, x: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Scores, decisions at the version's threshold (its own labels without one), threshold."""
     import numpy as np
 
     from mallard.models.training import _scores
 
+    threshold = decision_threshold(model)
     with quiet():
         scores = _scores(model.pipeline, x)
-        labels = np.asarray(model.pipeline.predict(x)).astype(float)
-    return scores, labels
+        if threshold is None:
+            labels = np.asarray(model.pipeline.predict(x)).astype(float)
+        else:
+            labels = (scores >= threshold).astype(float)
+    return scores, labels, threshold
 
 
 def _clustering(model: LoadedModel, x: pd.DataFrame, seed: int) -> dict[str, Any]:
@@ -178,28 +196,46 @@ def evaluate_candidate(
     out = reports_dir(settings, spec.name, candidate.run_id)
     figures: dict[str, Path] = {}
     versions = {"candidate": candidate, **({"champion": champion} if champion else {})}
+    reference: dict[str, Any] = {}
     if spec.task == "classification":
         y = holdout[spec.label].to_numpy(dtype=float)
         predictions = {
             role: _classification(model, holdout[model.features])
             for role, model in versions.items()
         }
-        for role, (scores, labels) in predictions.items():
+        for role, (scores, labels, threshold) in predictions.items():
             metrics[role] = {
                 "auc": gate.metric_value("auc", y, scores),
+                "pr_auc": gate.metric_value("pr_auc", y, scores),
                 **{
                     m: gate.metric_value(m, y, labels)
                     for m in ("accuracy", "f1", "precision", "recall")
                 },
+                "flagged_share": float(labels.mean()),
             }
+            if threshold is None:
+                warnings.append(
+                    f"{role} v{versions[role].version} has no stored decision threshold: its "
+                    "decisions are the pipeline's own labels (0.5)"
+                )
+            else:
+                metrics[role]["threshold"] = threshold
+        base_rate = float(y.mean())
+        reference = {
+            "base_rate": base_rate,
+            # Flagging everyone: recall 1, precision = the base rate.
+            "always_positive_f1": 2 * base_rate / (1 + base_rate),
+            "threshold_rule": spec.decision_threshold.describe() if spec.decision_threshold else "",
+        }
         figures["holdout_roc"] = plots.confusion_and_roc(
             y,
             predictions["candidate"][0],
             predictions["candidate"][1],
             out / "holdout_confusion_roc.png",
+            threshold=predictions["candidate"][2],
         )
         if champion is not None:
-            (cs, cl), (hs, hl) = predictions["candidate"], predictions["champion"]
+            (cs, cl, _), (hs, hl, _) = predictions["candidate"], predictions["champion"]
             mcnemar_result = gate.mcnemar(cl == y, hl == y, alpha=rule.significance)
             use = (cs, hs) if spec.metric == "auc" else (cl, hl)
             bootstrap = gate.paired_bootstrap(
@@ -222,6 +258,15 @@ def evaluate_candidate(
             metrics[role] = {
                 m: gate.metric_value(m, y, predicted[role]) for m in ("mae", "rmse", "mse", "r2")
             }
+        if spec.baseline is not None and BASELINE_COLUMN in holdout:
+            naive = holdout[BASELINE_COLUMN].to_numpy(dtype=float)
+            naive_mae = gate.metric_value("mae", y, naive)
+            reference = {"baseline": spec.baseline.label, "naive_mae": naive_mae}
+            for role in versions:
+                # How much lower the model's MAE is than the naive forecast's (0.15 = 15 %).
+                metrics[role]["mae_vs_naive"] = (
+                    1 - metrics[role]["mae"] / naive_mae if naive_mae > 0 else 0.0
+                )
         figures["holdout_residuals"] = plots.residuals(
             y, predicted["candidate"], out / "holdout_residuals.png"
         )
@@ -303,6 +348,7 @@ def evaluate_candidate(
         mcnemar=mcnemar_result,
         warnings=warnings,
         plots=figures,
+        reference=reference,
     )
     for message in warnings:
         log(f"{spec.name}: warning: {message}")
@@ -314,6 +360,9 @@ def evaluate_candidate(
         prefix = "holdout" if role == "candidate" else "champion_holdout"
         for name, value in values.items():
             c.log_metric(candidate.run_id, f"{prefix}_{name}", value)
+    for name, value in reference.items():
+        if isinstance(value, int | float):
+            c.log_metric(candidate.run_id, f"reference_{name}", value)
     if bootstrap is not None:
         for name in ("improvement", "ci_low", "ci_high", "lower_bound", "p_value"):
             c.log_metric(candidate.run_id, f"gate_{name}", getattr(bootstrap, name))

@@ -1,8 +1,8 @@
 """Small matplotlib figures for models (PNG files), and their Markdown embedding.
 
 Drawn by hand rather than with PyCaret's `plot_model` so they are fast, deterministic and need
-no display: the model comparison, confusion matrix and ROC curve, residuals, cluster map,
-SHAP importance and segment profiles.
+no display: the model comparison, confusion matrix with ROC and precision-recall curves,
+residuals, cluster map, SHAP importance and segment profiles.
 """
 
 from __future__ import annotations
@@ -58,13 +58,28 @@ def model_comparison(leaderboard: pd.DataFrame, metric: str, path: Path) -> Path
     return _save(fig, path)
 
 
-def confusion_and_roc(y: np.ndarray, score: np.ndarray, label: np.ndarray, path: Path) -> Path:
-    """Confusion matrix (counts) and ROC curve of one classifier."""
+def confusion_and_roc(
+    y: np.ndarray,
+    score: np.ndarray,
+    label: np.ndarray,
+    path: Path,
+    threshold: float | None = None,
+) -> Path:
+    """Confusion matrix (counts at the decision threshold), ROC and precision-recall curves of
+    one classifier, the threshold's operating point marked on both curves."""
     import numpy as np
-    from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
+    y = np.asarray(y).astype(int)
+    label = np.asarray(label).astype(int)
     matrix = confusion_matrix(y, label, labels=[0, 1])
     left.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -73,14 +88,29 @@ def confusion_and_roc(y: np.ndarray, score: np.ndarray, label: np.ndarray, path:
     left.set_yticks([0, 1], ["0", "1"])
     left.set_xlabel("predicted")
     left.set_ylabel("actual")
-    left.set_title("Confusion matrix")
+    left.set_title(
+        "Confusion matrix" + (f" at threshold {threshold:.3f}" if threshold is not None else "")
+    )
     fpr, tpr, _ = roc_curve(y, score)
-    right.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, score):.3f}")
-    right.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    right.set_xlabel("false positive rate")
-    right.set_ylabel("true positive rate")
-    right.set_title("ROC")
-    right.legend(loc="lower right")
+    middle.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, score):.3f}")
+    middle.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    precision, recall, _ = precision_recall_curve(y, score)
+    right.plot(recall, precision, label=f"PR-AUC {average_precision_score(y, score):.3f}")
+    right.axhline(y.mean(), linestyle="--", color="grey", linewidth=0.8, label="base rate")
+    positives, negatives = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
+    tp = int(((label == 1) & (y == 1)).sum())
+    fp = int(((label == 1) & (y == 0)).sum())
+    if label.sum():
+        middle.plot(fp / negatives, tp / positives, "o", color="#c44e52", label="threshold")
+        right.plot(tp / positives, tp / max(tp + fp, 1), "o", color="#c44e52", label="threshold")
+    middle.set_xlabel("false positive rate")
+    middle.set_ylabel("true positive rate")
+    middle.set_title("ROC")
+    middle.legend(loc="lower right")
+    right.set_xlabel("recall")
+    right.set_ylabel("precision")
+    right.set_title("Precision-recall")
+    right.legend(loc="upper right")
     return _save(fig, path)
 
 

@@ -24,7 +24,7 @@ from mallard.config import Settings
 from mallard.models import plots
 from mallard.models.data import ModelData, TrainingDataError, load_model_data
 from mallard.models.registry import CANDIDATE, client, ensure_experiment
-from mallard.models.specs import ModelSpec
+from mallard.models.specs import DecisionThreshold, ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +33,8 @@ Log = Callable[[str], None]
 # Training rows stored with each version: the background SHAP's linear and permutation
 # explainers integrate over when a single row is explained.
 BACKGROUND_ROWS = 200
+# The version tag holding a classifier's decision threshold (scores ≥ it are positive).
+THRESHOLD_TAG = "mallard.threshold"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class CandidateResult:
     feature_versions: dict[str, str]
     seconds: float
     skipped: list[str] = field(default_factory=list)
+    threshold: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
@@ -160,6 +163,49 @@ def _scores(model: Any, x: pd.DataFrame):
     return np.asarray(model.predict(x), dtype=float)
 
 
+def choose_threshold(rule: DecisionThreshold, y: Any, scores: Any) -> dict[str, Any]:
+    """The decision threshold `rule` picks from out-of-sample scores, with what it does there.
+
+    Candidate thresholds are the distinct scores (flag rows scoring ≥ the threshold). A contact
+    budget takes the lowest threshold that flags at most `budget` of the rows; `max_f1` the one
+    with the highest F1 (the higher threshold on a tie).
+    """
+    import numpy as np
+
+    y = np.asarray(y, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if rule.rule == "fixed" or len(scores) == 0:
+        value = float(rule.value)
+    else:
+        order = np.argsort(-scores, kind="mergesort")
+        s, yy = scores[order], y[order]
+        last = np.r_[s[1:] != s[:-1], True]  # the last row of each tie group
+        flagged = np.arange(1, len(s) + 1)[last]
+        tp = np.cumsum(yy)[last]
+        candidates = s[last]
+        if rule.rule == "contact_budget":
+            within = np.flatnonzero(flagged <= (rule.budget or 0.0) * len(s))
+            value = float(candidates[within[-1]] if len(within) else candidates[0])
+        else:
+            f1 = 2 * tp / (flagged + max(yy.sum(), 1e-12))
+            value = float(candidates[int(np.argmax(f1))])
+    decided = scores >= value
+    tp_n = float((decided & (y == 1)).sum())
+    precision = tp_n / decided.sum() if decided.sum() else 0.0
+    recall = tp_n / (y == 1).sum() if (y == 1).sum() else 0.0
+    return {
+        "rule": rule.rule,
+        "budget": rule.budget,
+        "value": value,
+        "chosen_on": "internal test rows of the training slice",
+        "rows": int(len(scores)),
+        "flagged_share": float(decided.mean()) if len(scores) else 0.0,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+    }
+
+
 def _train_supervised(spec: ModelSpec, data: ModelData, out: Path, log: Log) -> dict[str, Any]:
     started = time.perf_counter()
     with quiet():
@@ -203,15 +249,29 @@ def _train_supervised(spec: ModelSpec, data: ModelData, out: Path, log: Log) -> 
             leaderboard, spec.leaderboard_metric, out / "model_comparison.png"
         )
     }
+    threshold = None
     if spec.task == "classification":
-        score_column = (
-            "prediction_score_1" if "prediction_score_1" in scored else "prediction_label"
-        )
+        labels = scored["prediction_label"].to_numpy()
+        rule = spec.decision_threshold
+        if "prediction_score_1" in scored and rule is not None:
+            score = scored["prediction_score_1"].to_numpy(dtype=float)
+            threshold = choose_threshold(rule, y_test, score)
+            labels = (score >= threshold["value"]).astype(int)
+            log(
+                f"{spec.name}: decision threshold {threshold['value']:.4f} ({rule.describe()}); "
+                f"on {threshold['rows']:,} internal test rows it flags "
+                f"{threshold['flagged_share']:.1%}, precision {threshold['precision']:.3f}, "
+                f"recall {threshold['recall']:.3f}"
+            )
+        else:
+            score = scored["prediction_label"].to_numpy(dtype=float)
+            log(f"{spec.name}: the winner gives no probabilities; decisions are its labels")
         figures["confusion_matrix_roc"] = plots.confusion_and_roc(
             y_test,
-            scored[score_column].to_numpy(),
-            scored["prediction_label"].to_numpy(),
+            score,
+            labels,
             out / "confusion_matrix_roc.png",
+            threshold=threshold["value"] if threshold else None,
         )
     else:
         figures["residuals"] = plots.residuals(
@@ -235,6 +295,7 @@ def _train_supervised(spec: ModelSpec, data: ModelData, out: Path, log: Log) -> 
         "test_metrics": numeric,
         "plots": figures,
         "skipped": skipped,
+        "threshold": threshold,
     }
 
 
@@ -402,12 +463,17 @@ def train_candidate(
         mlflow.log_table(leaderboard, "leaderboard/leaderboard.json")
         for path in result["plots"].values():
             mlflow.log_artifact(str(path), "plots")
+        threshold = result.get("threshold")
+        if threshold is not None:
+            mlflow.log_metric("decision_threshold", threshold["value"])
+            mlflow.log_dict(threshold, "threshold.json")
         mlflow.log_dict(
             {
                 "features": features,
                 "categorical": data.categorical,
                 "label": spec.label,
                 "task": spec.task,
+                **({"threshold": threshold["value"]} if threshold else {}),
             },
             "model_inputs.json",
         )
@@ -440,6 +506,9 @@ def train_candidate(
         "mallard.train_days": f"{data.train_days[0]}/{data.train_days[1]}",
         "mallard.holdout_days": f"{data.holdout_days[0]}/{data.holdout_days[1]}",
     }
+    if threshold is not None:
+        tags[THRESHOLD_TAG] = repr(threshold["value"])
+        tags["mallard.threshold_rule"] = threshold["rule"]
     for key, value in tags.items():
         c.set_model_version_tag(spec.name, str(version), key, value)
     c.set_registered_model_tag(spec.name, "mallard.task", spec.task)
@@ -465,4 +534,5 @@ def train_candidate(
         feature_versions=data.feature_versions,
         seconds=seconds,
         skipped=result["skipped"],
+        threshold=threshold,
     )

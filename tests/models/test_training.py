@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catalog.models import MODELS, churn_classifier
-from mallard.models.data import TrainingDataError, split_frame
-from mallard.models.specs import TrainingWindow
+from catalog.models import MODELS, churn_classifier, minutes_forecast
+from mallard.models.data import BASELINE_COLUMN, TrainingDataError, naive_baseline, split_frame
+from mallard.models.specs import DecisionThreshold, NaiveBaseline, TrainingWindow
+from mallard.models.training import choose_threshold
 
 TYPES = MODELS.feature_types
 FEATURES = MODELS.features("churn_classifier")
@@ -241,3 +242,42 @@ def test_slices_are_later_in_time_and_sampled() -> None:
     assert skipped not in set(data.train["event_timestamp"]) | set(data.holdout["event_timestamp"])
     assert data.train["minutes_7d"].dtype == np.float64
     assert not math.isnan(data.train["minutes_7d"].iloc[0])
+
+
+def test_thresholds_follow_the_declared_use() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(2000) < 0.06).astype(int)
+    score = np.round(rng.random(2000) * 0.6 + 0.35 * y, 3)
+    budget = choose_threshold(DecisionThreshold("contact_budget", 0.10), y, score)
+    assert budget["flagged_share"] <= 0.10 and budget["flagged_share"] > 0.09
+    assert budget["flagged_share"] == pytest.approx((score >= budget["value"]).mean())
+    best = choose_threshold(DecisionThreshold("max_f1"), y, score)
+    from sklearn.metrics import f1_score
+
+    by_hand = max(f1_score(y, score >= t) for t in np.unique(score))
+    assert best["f1"] == pytest.approx(by_hand)
+    assert best["recall"] > 0 and best["f1"] > 2 * y.mean() / (1 + y.mean())
+    fixed = choose_threshold(DecisionThreshold("fixed", value=0.42), y, score)
+    assert fixed["value"] == 0.42 and fixed["rule"] == "fixed"
+
+
+def test_naive_baseline_sums_the_same_customer_s_earlier_rows() -> None:
+    days = pd.to_datetime(["2026-03-01", "2026-03-08", "2026-03-15"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 2, 2],
+            "event_timestamp": [days[0], days[1], days[2], days[1], days[2]],
+            "minutes_7d": [10.0, 20.0, None, 5.0, 7.0],
+        }
+    )
+    baseline = naive_baseline(frame, NaiveBaseline("minutes_7d", (0, 7), scale=1.0))
+    # customer 1: 10 (no row a week before), 20 + 10, null (0) + 20; customer 2: 5, 7 + 5
+    assert baseline.tolist() == [10.0, 30.0, 20.0, 5.0, 12.0]
+    spec = dataclasses.replace(
+        minutes_forecast,
+        baseline=NaiveBaseline("minutes_7d", (0, 7)),
+        window=TrainingWindow(holdout_days=7, max_train_rows=100),
+    )
+    frame = _frame(400, None).assign(minutes_next_14d=np.arange(400.0) % 13)
+    data = split_frame(spec, frame, ["minutes_7d", "current_plan"], ["current_plan"])
+    assert BASELINE_COLUMN in data.holdout and data.holdout[BASELINE_COLUMN].notna().all()
