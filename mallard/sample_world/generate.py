@@ -3,8 +3,10 @@
 Pondstream is a subscription streaming service observed over `days` days ending on `end_date`:
 customers, daily usage, billing events (with late corrections), support tickets and churn
 labels, plus the LLM side (help-centre corpus, eval questions, a judge calibration slice and
-production assistant traces). From `shift_day` on the world changes: a faulty TV/console app
-release raises playback errors, viewing drops, and errors start to drive churn.
+production assistant traces). Before `shift_day` customers churn when they stop watching
+(disengagement) or a failed payment is never sorted out; from `shift_day` a faulty TV/console
+app release crashes sessions on the models it breaks, and the crashes drive churn. `Dynamics`
+holds the coefficients; docs/SAMPLE_WORLD.md tells the story and why the features see it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class WorldSpec:
     days: int = SAMPLE_DAYS
     shift_day: int = 60
     label_horizon_days: int = 14
+    warmup_days: int = 30
     trace_days: int = 14
     traces_per_day: int = 150
     trace_regression_day: int = 10
@@ -56,6 +59,8 @@ class WorldSpec:
                 f"customers={self.customers}: the sample world needs at least 1 customer "
                 "(set MALLARD_SAMPLE_SCALE or --scale above 0)"
             )
+        if self.warmup_days < 0:
+            raise ValueError(f"warmup_days={self.warmup_days} must be ≥ 0")
         if not 0 < self.shift_day < self.days:
             raise ValueError(f"shift_day={self.shift_day} must lie inside the {self.days} days")
 
@@ -83,9 +88,66 @@ def _timestamps(spec: WorldSpec, day: np.ndarray, seconds: np.ndarray) -> np.nda
     return start + day.astype("timedelta64[D]") + seconds.astype("timedelta64[s]")
 
 
-def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.DataFrame]:
+@dataclass(frozen=True)
+class Dynamics:
+    """How Pondstream's customers behave: the coefficients behind docs/SAMPLE_WORLD.md's story.
+
+    Rates are per customer and day. Satisfaction (slow) and mood (fast) are AR(1) processes
+    with unit variance; `taste` is a lognormal constant per customer.
+    """
+
+    # Viewing: sessions ~ Poisson(taste · e^(0.3·satisfaction) · weekend); minutes per session
+    # ~ Gamma with mean `session_minutes` · e^(mood …). Mood is the week one binges a new series
+    # and the quiet week after: it moves viewing, not loyalty, and it passes.
+    taste_spread: float = 0.3
+    satisfaction_persistence: float = 0.97
+    viewing_satisfaction: float = 0.3
+    mood_persistence: float = 0.8
+    viewing_mood: float = 1.0
+    session_minutes: float = 40.0
+    session_shape: float = 2.0
+    # Disengagement: unhappy customers with little taste for the catalogue start to lapse
+    # (logit per day); a lapsing customer watches a quarter of before and, after at least
+    # `lapse_min_days`, cancels with probability `lapse_cancel` a day (a few recover).
+    lapse_base: float = -6.0
+    lapse_satisfaction: float = 1.0
+    lapse_taste: float = 2.0
+    lapse_viewing: float = 0.25
+    lapse_min_days: int = 14
+    lapse_cancel: float = 0.12
+    lapse_recover: float = 0.003
+    # Playback: benign errors (a retry works) on every device; from the shift day the faulty
+    # release crashes sessions on the TV and console models it breaks. Frustration is the
+    # decaying count of crashes; crashes, not errors, drive customers away.
+    benign_error_rate: float = 0.02
+    broken_share: float = 0.5
+    crash_rate: float = 0.4
+    minor_crash_rate: float = 0.02
+    crash_minutes: float = 0.8
+    frustration_decay: float = 0.97
+    crash_churn_base: float = -9.0
+    crash_churn_slope: float = 0.6
+    # Billing: a failed charge is retried after 3 and 7 days; when the last retry fails the
+    # subscription ends with probability `involuntary_churn`, unless the customer wrote to
+    # support about it (support updates the card).
+    retry_success: tuple[float, float] = (0.5, 0.4)
+    involuntary_churn: float = 0.6
+    # People also leave for reasons no data shows (moving, money, a rival's hit show).
+    background_churn: float = 0.0008
+
+
+DYNAMICS = Dynamics()
+
+
+def _sigmoid(x: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _simulate(
+    spec: WorldSpec, progress: Callable[[str], None], dynamics: Dynamics = DYNAMICS
+) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(spec.seed)
-    n, days = spec.customers, spec.days
+    n, days, dyn = spec.customers, spec.days, dynamics
 
     # Static attributes. 70 % joined before the window, the rest join during it.
     existing = rng.random(n) < 0.7
@@ -96,22 +158,51 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
     region = rng.choice(4, n, p=[0.4, 0.3, 0.15, 0.15])
     device = rng.choice(5, n, p=[0.4, 0.3, 0.15, 0.08, 0.07])
     age = rng.integers(18, 76, n)
-    engagement = rng.lognormal(0.0, 0.5, n) * (1.0 + 0.15 * plan)
+    # How much they like to watch (premium subscribers a little more).
+    taste = rng.lognormal(0.0, dyn.taste_spread, n) * (1.0 + 0.15 * plan)
     payment_risk = rng.beta(1.0, 25.0, n)
     satisfaction = rng.normal(0.0, 1.0, n)
+    # How often the faulty release crashes on this customer's TV or console (models differ).
+    crashiness = np.where(
+        FAULTY_DEVICES[device] & (rng.random(n) < dyn.broken_share),
+        dyn.crash_rate,
+        dyn.minor_crash_rate,
+    )
+    mood = rng.normal(0.0, 1.0, n)
+    innovation = np.sqrt(1.0 - dyn.satisfaction_persistence**2)
+    mood_innovation = np.sqrt(1.0 - dyn.mood_persistence**2)
 
     churn_day = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     minutes = np.zeros((n, days), dtype=np.float32)
-    errors_recent = np.zeros(n)
-    failed_recent = np.zeros(n)
+    lapsing = np.zeros(n, dtype=bool)
+    lapse_age = np.zeros(n, dtype=np.int64)
+    frustration = np.zeros(n)
+    sorted_out = np.zeros(n, dtype=bool)  # wrote to support about their failed payment
     current_plan = plan.copy()
+    # Charges that failed, by the day of their next retry: customer → attempt (1 or 2).
+    retries: dict[int, list[tuple[np.ndarray, int]]] = {}
 
     usage_parts: list[dict[str, np.ndarray]] = []
     billing_parts: list[dict[str, np.ndarray]] = []
     ticket_parts: list[dict[str, np.ndarray]] = []
 
-    for day in range(days):
-        if day % 20 == 0:
+    def billing(customers: np.ndarray, day: int, kind: str | np.ndarray) -> None:
+        billing_parts.append(
+            {
+                "customer_id": customers + 1,
+                "day": np.full(customers.size, day),
+                "seconds": rng.integers(0, 86_400, customers.size),
+                "event_type": np.broadcast_to(np.asarray(kind), customers.shape).astype(object),
+                "amount": PLAN_PRICE[current_plan[customers]],
+                "plan": PLANS[current_plan[customers]],
+            }
+        )
+
+    # The simulation starts `warmup_days` before the window, so lapses, frustration and billing
+    # cycles are under way on day 0; billing and support events of those days are kept (every
+    # 30-day window is whole), viewing and labels start on day 0.
+    for day in range(-spec.warmup_days, days):
+        if day >= 0 and day % 20 == 0:
             progress(f"simulating day {day + 1}/{days}")
         shifted = day >= spec.shift_day
         active = (signup_day <= day) & (churn_day > day)
@@ -119,27 +210,59 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
         weekday = (spec.start_date + dt.timedelta(days=day)).weekday()
         weekend = 1.25 if weekday >= 5 else 1.0
 
-        satisfaction[idx] = 0.97 * satisfaction[idx] + 0.25 * rng.normal(0.0, 1.0, idx.size)
-        intensity = engagement[idx] * np.exp(0.8 * satisfaction[idx]) * weekend
-        if shifted:
-            intensity *= 0.85
-        sessions = rng.poisson(intensity)
-        session_scale = 17.0 if shifted else 20.0
-        watched = np.where(
-            sessions > 0, rng.gamma(np.maximum(2.0 * sessions, 1e-9), session_scale), 0.0
+        satisfaction[idx] = dyn.satisfaction_persistence * satisfaction[idx] + innovation * (
+            rng.normal(0.0, 1.0, idx.size)
         )
+        mood[idx] = dyn.mood_persistence * mood[idx] + mood_innovation * rng.normal(
+            0.0, 1.0, idx.size
+        )
+        # Disengagement: unhappy customers with little taste for the catalogue start to lapse.
+        start_p = _sigmoid(
+            dyn.lapse_base
+            - dyn.lapse_satisfaction * satisfaction[idx]
+            - dyn.lapse_taste * np.log(taste[idx])
+        )
+        was = lapsing[idx]
+        lapsing[idx] = np.where(
+            was, rng.random(idx.size) >= dyn.lapse_recover, rng.random(idx.size) < start_p
+        )
+        lapse_age[idx] = np.where(lapsing[idx], lapse_age[idx] + 1, 0)
+
+        intensity = taste[idx] * np.exp(dyn.viewing_satisfaction * satisfaction[idx]) * weekend
+        intensity = np.where(lapsing[idx], dyn.lapse_viewing * intensity, intensity)
+        sessions = rng.poisson(intensity)
         used_device = np.where(
             rng.random(idx.size) < 0.8, device[idx], rng.integers(0, 5, idx.size)
         )
-        if shifted:
-            error_p = np.where(FAULTY_DEVICES[used_device], 0.12, 0.035)
+        if shifted:  # the customer's own TV or console model, or another faulty device
+            own = used_device == device[idx]
+            crash_p = np.where(
+                FAULTY_DEVICES[used_device],
+                np.where(own, crashiness[idx], dyn.minor_crash_rate),
+                0.0,
+            )
         else:
-            error_p = np.full(idx.size, 0.02)
-        errors = rng.binomial(sessions, error_p)
-        minutes[idx, day] = watched
-        errors_recent[idx] = 0.8 * errors_recent[idx] + errors
+            crash_p = np.zeros(idx.size)
+        crashes = rng.binomial(sessions, crash_p)
+        benign = rng.binomial(sessions - crashes, dyn.benign_error_rate)
+        errors = crashes + benign
+        session_minutes = dyn.session_minutes * np.exp(
+            dyn.viewing_mood * mood[idx] - dyn.viewing_mood**2 / 2
+        )
+        watched = np.where(
+            sessions > 0,
+            rng.gamma(
+                np.maximum(dyn.session_shape * sessions, 1e-9), session_minutes / dyn.session_shape
+            ),
+            0.0,
+        )
+        # A crashed session ends early: it keeps `crash_minutes` of its viewing.
+        watched *= 1.0 - (1.0 - dyn.crash_minutes) * crashes / np.maximum(sessions, 1)
+        if day >= 0:
+            minutes[idx, day] = watched
+        frustration[idx] = dyn.frustration_decay * frustration[idx] + crashes
 
-        has_usage = sessions > 0
+        has_usage = (sessions > 0) & (day >= 0)
         u = idx[has_usage]
         usage_parts.append(
             {
@@ -153,57 +276,42 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
             }
         )
 
-        # Billing: a charge every 30 days from signup; failures are retried after 3 and 7 days.
+        # Billing: a charge every 30 days from signup; a failed one is retried after 3 and 7
+        # days, and if the last retry fails too the subscription may end (involuntary churn).
+        ended = np.zeros(n, dtype=bool)
         due = idx[(day - signup_day[idx]) % 30 == 0]
-        failed = rng.random(due.size) < payment_risk[due] * (1.3 if shifted else 1.0)
-        retry_ok = rng.random(due.size) < 0.6
-        failed_recent[:] *= 0.93
-        failed_recent[due[failed]] += 1.0
-        kinds = np.where(failed, "payment_failed", "payment")
-        billing_parts.append(
-            {
-                "customer_id": due + 1,
-                "day": np.full(due.size, day),
-                "seconds": rng.integers(0, 86_400, due.size),
-                "event_type": kinds,
-                "amount": PLAN_PRICE[current_plan[due]],
-                "plan": PLANS[current_plan[due]],
-            }
-        )
-        retried = due[failed & retry_ok]
-        if retried.size:
-            billing_parts.append(
-                {
-                    "customer_id": retried + 1,
-                    "day": np.minimum(np.full(retried.size, day + 3), days - 1),
-                    "seconds": rng.integers(0, 86_400, retried.size),
-                    "event_type": np.full(retried.size, "payment"),
-                    "amount": PLAN_PRICE[current_plan[retried]],
-                    "plan": PLANS[current_plan[retried]],
-                }
-            )
+        failed = rng.random(due.size) < payment_risk[due]
+        billing(due, day, np.where(failed, "payment_failed", "payment"))
+        first_fail = due[failed]
+        sorted_out[first_fail] = False
+        retries.setdefault(day + 3, []).append((first_fail, 1))
+        for customers, attempt in retries.pop(day, []):
+            customers = customers[churn_day[customers] > day]
+            if not customers.size:
+                continue
+            ok = rng.random(customers.size) < dyn.retry_success[attempt - 1]
+            billing(customers, day, np.where(ok, "payment", "payment_failed"))
+            if attempt == 1:
+                retries.setdefault(day + 4, []).append((customers[~ok], 2))
+            else:
+                lost = customers[~ok & ~sorted_out[customers]]
+                ended[lost[rng.random(lost.size) < dyn.involuntary_churn]] = True
         movers = idx[rng.random(idx.size) < 0.001]
         if movers.size:
-            new_plan = np.clip(current_plan[movers] + rng.choice([-1, 1], movers.size), 0, 2)
-            current_plan[movers] = new_plan
-            billing_parts.append(
-                {
-                    "customer_id": movers + 1,
-                    "day": np.full(movers.size, day),
-                    "seconds": rng.integers(0, 86_400, movers.size),
-                    "event_type": np.full(movers.size, "plan_change"),
-                    "amount": PLAN_PRICE[new_plan],
-                    "plan": PLANS[new_plan],
-                }
+            current_plan[movers] = np.clip(
+                current_plan[movers] + rng.choice([-1, 1], movers.size), 0, 2
             )
+            billing(movers, day, "plan_change")
 
         # Support tickets follow errors and payment failures.
-        ticket_p = 0.002 + 0.03 * errors + 0.2 * np.isin(idx, due[failed])
+        ticket_p = 0.002 + 0.03 * errors + 0.2 * np.isin(idx, first_fail)
         opened = rng.random(idx.size) < ticket_p
         t = idx[opened]
         category = np.where(
-            errors[opened] > 0, 0, np.where(np.isin(t, due[failed]), 1, rng.integers(2, 4, t.size))
+            errors[opened] > 0, 0, np.where(np.isin(t, first_fail), 1, rng.integers(2, 4, t.size))
         )
+        sorted_out[t[category == 1]] = True  # support updates the card: the subscription stays
+        hours = np.round(rng.gamma(2.0, 6.0, t.size), 1)
         ticket_parts.append(
             {
                 "customer_id": t + 1,
@@ -211,20 +319,19 @@ def _simulate(spec: WorldSpec, progress: Callable[[str], None]) -> dict[str, pd.
                 "seconds": rng.integers(0, 86_400, t.size),
                 "category": TICKET_CATEGORIES[category],
                 "priority": np.where(rng.random(t.size) < 0.2, "high", "normal"),
-                "resolution_hours": np.round(rng.gamma(2.0, 6.0, t.size), 1),
+                "resolution_hours": hours,
             }
         )
 
-        # Churn: before the shift mostly dissatisfaction (visible as falling usage);
-        # after it playback errors dominate.
-        beta_satisfaction, beta_errors = (0.4, 0.55) if shifted else (1.7, 0.08)
-        logit = (
-            -6.2
-            - beta_satisfaction * (satisfaction[idx] + np.log(engagement[idx]))
-            + beta_errors * errors_recent[idx]
-            + 1.5 * failed_recent[idx]
+        # Churn: lapsing customers cancel; crashes drive customers away; a failed last retry
+        # ends a subscription; and a few leave for reasons nobody sees.
+        quit_p = (
+            np.where(lapse_age[idx] > dyn.lapse_min_days, dyn.lapse_cancel, 0.0)
+            + _sigmoid(dyn.crash_churn_base + dyn.crash_churn_slope * frustration[idx])
+            - _sigmoid(dyn.crash_churn_base)
+            + dyn.background_churn
         )
-        churns = rng.random(idx.size) < 1.0 / (1.0 + np.exp(-logit))
+        churns = (rng.random(idx.size) < quit_p) | ended[idx]
         churn_day[idx[churns]] = day
 
     progress("assembling tables")

@@ -1,7 +1,9 @@
 """Measure the sample world's day-60 shift the way a model would feel it.
 
-A logistic regression trained on simple trailing features from days before the shift is scored
-on a late pre-shift slice and on the post-shift days; the AUC it loses is the shift's size.
+A logistic regression trained on trailing features of label days before the shift is scored on
+a late pre-shift slice and on the post-shift days; the AUC it loses is the shift's size. The same
+model retrained on early post-shift days and scored on later ones shows the loss is learnable
+back from the same features (crashes are visible as errors), not noise.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FEATURES = ["minutes_7d", "sessions_7d", "errors_7d", "payment_failures_30d", "tickets_30d"]
+FEATURES = [
+    "minutes_7d",
+    "sessions_7d",
+    "active_days_7d",
+    "errors_7d",
+    "payment_failures_30d",
+    "payments_30d",
+    "tickets_30d",
+]
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,7 @@ class ShiftMeasurement:
     rows_train: int
     rows_before: int
     rows_after: int
+    auc_retrained: float = float("nan")
 
     @property
     def auc_loss(self) -> float:
@@ -50,15 +61,19 @@ def trailing_features(sample_dir: Path) -> pd.DataFrame:
     tickets = pd.read_parquet(sample_dir / "support_tickets.parquet")
     latest = billing.sort_values("created_timestamp").drop_duplicates("event_id", keep="last")
     failures = latest[latest["event_type"] == "payment_failed"]
+    payments = latest[latest["event_type"] == "payment"]
 
     start = min(usage["event_timestamp"].min(), labels["label_timestamp"].min()).normalize()
     days = int((labels["known_at"].max() - start) / pd.Timedelta(days=1)) + 1
     n = int(max(labels["customer_id"].max(), usage["customer_id"].max()))
+    active = usage.assign(active=1.0)
     cumulative = {
         "minutes_7d": (_daily_matrix(usage, "minutes_watched", start, n, days), 7),
         "sessions_7d": (_daily_matrix(usage, "sessions", start, n, days), 7),
+        "active_days_7d": (_daily_matrix(active, "active", start, n, days), 7),
         "errors_7d": (_daily_matrix(usage, "errors", start, n, days), 7),
         "payment_failures_30d": (_daily_matrix(failures, None, start, n, days), 30),
+        "payments_30d": (_daily_matrix(payments, None, start, n, days), 30),
         "tickets_30d": (_daily_matrix(tickets, None, start, n, days), 30),
     }
     day = ((labels["label_timestamp"] - start) // pd.Timedelta(days=1)).to_numpy()
@@ -69,8 +84,10 @@ def trailing_features(sample_dir: Path) -> pd.DataFrame:
     return out
 
 
-def measure_shift(sample_dir: Path, shift_day: int = 60) -> ShiftMeasurement:
-    """Train on the pre-shift days; score days shift-14 … shift-1 and the post-shift days."""
+def measure_shift(sample_dir: Path, shift_day: int = 60, horizon: int = 14) -> ShiftMeasurement:
+    """Train on label days whose outcome window ends before the shift; score the two weeks
+    before it and the days from two weeks after it (crashes have built up); retrain on the
+    first three post-shift weeks and score the days after those outcomes are known."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -78,15 +95,26 @@ def measure_shift(sample_dir: Path, shift_day: int = 60) -> ShiftMeasurement:
 
     data = trailing_features(sample_dir)
     data = data[data["day"] >= 7]
-    train = data[data["day"] < shift_day]
-    before = data[(data["day"] >= shift_day - 14) & (data["day"] < shift_day)]
-    after = data[data["day"] >= shift_day]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(np.log1p(train[FEATURES]), train["churned_14d"])
+    train = data[data["day"] < shift_day - horizon]
+    before = data[(data["day"] >= shift_day - horizon) & (data["day"] < shift_day)]
+    after = data[data["day"] >= shift_day + horizon]
+    later = data[data["day"] >= shift_day + 21 + horizon]
+    recent = data[(data["day"] >= shift_day + 7) & (data["day"] < shift_day + 21)]
 
-    def auc(frame: pd.DataFrame) -> float:
+    def fit(rows: pd.DataFrame):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        return model.fit(np.log1p(rows[FEATURES]), rows["churned_14d"])
+
+    def auc(model, frame: pd.DataFrame) -> float:
         scores = model.predict_proba(np.log1p(frame[FEATURES]))[:, 1]
         return float(roc_auc_score(frame["churned_14d"], scores))
 
-    auc_before, auc_after = auc(before), auc(after)
-    return ShiftMeasurement(auc_before, auc_after, len(train), len(before), len(after))
+    model = fit(train)
+    return ShiftMeasurement(
+        auc(model, before),
+        auc(model, after),
+        len(train),
+        len(before),
+        len(after),
+        auc_retrained=auc(fit(recent), later),
+    )
