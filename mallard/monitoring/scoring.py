@@ -67,20 +67,42 @@ def features_for(
 
 
 def predict(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(predictions, positive-class scores or None) from a loaded model on feature rows."""
+    """(predictions, positive-class scores or None) from a loaded model on feature rows.
+
+    The pipeline's preprocessing runs once: its output feeds both the estimator's `predict` and
+    its scores, exactly as `pipeline.predict` and `pipeline.predict_proba` would each compute it.
+    """
     import numpy as np
 
     from mallard.models.training import _scores, quiet
 
     x = model.frame(frame)
     with quiet():
-        prediction = np.asarray(model.pipeline.predict(x), dtype=float)
+        xt, estimator, inverse = _preprocessed(model.pipeline, x)
+        prediction = np.asarray(inverse(estimator.predict(xt)), dtype=float)
         scores = (
-            np.asarray(_scores(model.pipeline, x), dtype=float)
+            np.asarray(_scores(estimator, xt), dtype=float)
             if model.task == "classification"
             else None
         )
     return prediction, scores
+
+
+def _preprocessed(pipeline: Any, x: pd.DataFrame) -> tuple[Any, Any, Any]:
+    """(the rows through every step but the last, the final estimator, the target's inverse
+    transform): what a pipeline's predict and predict_proba each do before the estimator."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
+        return x, pipeline, lambda y: y
+    estimator = pipeline.steps[-1][-1]
+    full_transform = getattr(type(pipeline), "_memory_full_transform", None)
+    if full_transform is not None:
+        # PyCaret's Pipeline: predict transforms with its (cached) full transform, skips the
+        # train-only steps, and inverse-transforms the target (label encoding) afterwards.
+        xt, _ = pipeline._memory_full_transform(pipeline, x, None, with_final=False)
+        return xt, estimator, pipeline.inverse_transform
+    return pipeline[:-1].transform(x), estimator, lambda y: y
 
 
 def reference_rows(

@@ -445,8 +445,8 @@ def finite(frame: pd.DataFrame) -> pd.DataFrame:
     """Infinities as missing values: the pipeline imputes them (each is flagged `infinite`)."""
     import numpy as np
 
-    numeric = frame.select_dtypes("number").columns
-    if len(numeric) == 0:
+    numeric = [str(name) for name, dtype in frame.dtypes.items() if dtype.kind in "fiu"]
+    if not numeric or not np.isinf(frame[numeric].to_numpy(dtype=float)).any():
         return frame
     out = frame.copy()
     out[numeric] = out[numeric].replace([np.inf, -np.inf], np.nan)
