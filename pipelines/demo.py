@@ -312,6 +312,121 @@ def _decision(model: str | None) -> str:
     return f"{model} {decision['action']} v{decision['version']}: {decision['reason']}"
 
 
+def model_figures(settings: Settings) -> dict[str, dict]:
+    """What the demo's models achieved, from their stored evaluations and monitoring results.
+
+    Per model: the first champion's held-out metrics (before the shift) and, for a classifier, its
+    daily AUC on post-shift outcomes and the promoted retrain's held-out metrics against it.
+    """
+    from catalog.models import MODELS
+    from mallard.models.evaluation import EVALUATION_ARTIFACT
+    from mallard.models.loading import load_json_artifact
+    from mallard.models.registry import client, get_version, history, run_id_of
+    from mallard.monitoring import results
+    from mallard.sample_world.generate import WorldSpec
+
+    c = client(settings)
+    world = settings.sample_dir / "world.json"
+    generated = json.loads(world.read_text())["spec"] if world.exists() else {}
+    end = dt.date.fromisoformat(generated.get("end_date", settings.sample_end_date.isoformat()))
+    shift = WorldSpec(end_date=end).day_start(int(generated.get("shift_day", 60))).date()
+
+    def evaluation(name: str, version: int) -> dict:
+        run_id = run_id_of(get_version(c, name, version), name)
+        return load_json_artifact(settings, run_id, EVALUATION_ARTIFACT) or {}
+
+    figures: dict[str, dict] = {}
+    for spec in MODELS:
+        try:
+            champions = history(c, spec.name)
+        except Exception:  # no registered model: the demo failed before training it
+            continue
+        if not champions:
+            continue
+        first = evaluation(spec.name, champions[0])
+        entry: dict = {
+            "task": spec.task,
+            "first": champions[0],
+            "first_metrics": first.get("metrics", {}).get("candidate", {}),
+            "first_holdout": first.get("holdout", {}),
+            "reference": first.get("reference", {}),
+        }
+        if spec.task == "classification":
+            daily = [
+                r["value"]
+                for r in results.read(settings, spec.name, "performance")
+                if r["model_version"] == str(champions[0])
+                and r["day"] >= shift
+                and r["value"] is not None
+            ]
+            entry["post_shift_days"] = len(daily)
+            entry["post_shift_auc"] = sum(daily) / len(daily) if daily else None
+            if len(champions) > 1:
+                promoted = evaluation(spec.name, champions[-1])
+                entry.update(
+                    promoted=champions[-1],
+                    promoted_metrics=promoted.get("metrics", {}).get("candidate", {}),
+                    promoted_against=promoted.get("metrics", {}).get("champion", {}),
+                    promoted_over=promoted.get("champion_version"),
+                    promoted_holdout=promoted.get("holdout", {}),
+                    promoted_reference=promoted.get("reference", {}),
+                )
+        figures[spec.name] = entry
+    return figures
+
+
+def _figure_lines(figures: dict[str, dict], story: list[str]) -> list[str]:
+    """The figures as the summary prints them."""
+    lines = []
+    for name, f in figures.items():
+        m, held = f["first_metrics"], f["first_holdout"]
+        days = f"label days {held.get('first_day')} … {held.get('last_day')}"
+        if f["task"] == "classification" and m:
+            ref = f["reference"]
+            lines.append(
+                f"{name}: v{f['first']} before the shift: held-out AUC {m['auc']:.3f}, "
+                f"PR-AUC {m['pr_auc']:.3f} (base rate {ref.get('base_rate', 0):.3f}; {days})"
+            )
+            lines.append(
+                f"  threshold {m.get('threshold', 0.5):.4f} ({ref.get('threshold_rule')}): "
+                f"flags {m['flagged_share']:.1%}, recall {m['recall']:.3f}, precision "
+                f"{m['precision']:.3f}, F1 {m['f1']:.3f} (always-churn F1 "
+                f"{ref.get('always_positive_f1', 0):.3f})"
+            )
+            if f.get("post_shift_auc") is not None:
+                lines.append(
+                    f"  after the shift: v{f['first']}'s AUC on outcomes {f['post_shift_auc']:.3f} "
+                    f"(mean of {f['post_shift_days']} days), {f['post_shift_auc'] - m['auc']:+.3f}"
+                )
+            if "promoted" in f:
+                p, against, ph = f["promoted_metrics"], f["promoted_against"], f["promoted_holdout"]
+                when = next(
+                    (s.split(":")[0] for s in story if f"promote v{f['promoted']}" in s), ""
+                )
+                lines.append(
+                    f"  promoted v{f['promoted']} ({when}): held-out AUC {p['auc']:.3f} vs "
+                    f"champion v{f['promoted_over']} {against.get('auc', float('nan')):.3f}, PR-AUC "
+                    f"{p['pr_auc']:.3f}; recall {p['recall']:.3f}, F1 {p['f1']:.3f} at its "
+                    f"threshold (always-churn F1 "
+                    f"{f['promoted_reference'].get('always_positive_f1', 0):.3f}; label days "
+                    f"{ph.get('first_day')} … {ph.get('last_day')})"
+                )
+            else:
+                lines.append("  no retrain was promoted")
+        elif f["task"] == "regression" and "mae_vs_naive" in m:
+            lines.append(
+                f"{name}: v{f['first']} held-out MAE {m['mae']:.1f} vs naive "
+                f"{f['reference']['naive_mae']:.1f} ({f['reference']['baseline']}): "
+                f"{m['mae_vs_naive']:.1%} lower ({days})"
+            )
+        elif f["task"] == "clustering" and m:
+            lines.append(
+                f"{name}: v{f['first']} held-out assignment stability (adjusted Rand) "
+                f"{m['stability']:.3f}, silhouette {m['silhouette']:.3f} ({days})"
+            )
+    return lines
+
+
 def print_summary(demo: DemoRun) -> None:
     settings = demo.settings
     print()
@@ -328,6 +443,15 @@ def print_summary(demo: DemoRun) -> None:
         print("  the story:")
         for line in demo.story:
             print(f"    - {line}")
+    if demo.runs:
+        try:
+            figures = model_figures(settings)
+        except Exception as exc:  # the summary still prints if a model store is unreadable
+            print(f"  models          (figures unavailable: {exc})")
+        else:
+            print("  models:")
+            for line in _figure_lines(figures, demo.story):
+                print(f"    {line}")
     if demo.llm:
         llm = demo.llm
         print(

@@ -49,10 +49,53 @@ def test_demo_tells_the_retraining_story(demo_home: Path) -> None:
 
     story = (demo_home.parent / "demo-stdout.txt").read_text().split("the story:")[1]
     assert "sensor requested retrain_churn_classifier — " in story
-    assert "churn_classifier promote v" in story or "churn_classifier keep v" in story
+    assert "churn_classifier promote v" in story and "churn_classifier keep v" in story
     alerts = list_alerts(load_settings(home=demo_home), subject="churn_classifier")
     assert alerts and {a.kind for a in alerts} <= {"drift", "performance", "rollback"}
     assert all(a.reason for a in alerts)
+
+
+def test_demo_models_are_worth_shipping(demo_home: Path) -> None:
+    """The figures the demo prints: a churn model that sees churn before the shift, decays after
+    it and is replaced by a retrain on post-shift rows; decisions at a threshold chosen for the
+    retention team's budget; a regression that beats the naive forecast; stable segments."""
+    import datetime as dt
+
+    from mallard.config import load_settings
+    from mallard.models.data import parse_days
+    from mallard.models.registry import client, get_version
+    from pipelines.demo import _figure_lines, model_figures
+
+    stdout = (demo_home.parent / "demo-stdout.txt").read_text()
+    story = stdout.split("the story:")[1].split("  models:")[0]
+    settings = load_settings(home=demo_home)
+    figures = model_figures(settings)
+    churn = figures["churn_classifier"]
+    before, reference = churn["first_metrics"], churn["reference"]
+    assert before["auc"] >= 0.75, churn
+    assert before["pr_auc"] > 2 * reference["base_rate"], churn
+    # The threshold serves the declared contact budget: it flags about 10 %, finds churners,
+    # and beats flagging everyone.
+    assert before["recall"] > 0 and 0.03 < before["flagged_share"] < 0.2, churn
+    assert before["f1"] > reference["always_positive_f1"], churn
+    assert churn["post_shift_days"] >= 20
+    assert churn["post_shift_auc"] <= before["auc"] - 0.08, churn
+    # The promoted retrain learnt from rows after the shift and recovers.
+    assert "promoted" in churn, story
+    assert f"churn_classifier promote v{churn['promoted']}" in story
+    after = churn["promoted_metrics"]
+    assert after["auc"] >= 0.70 and after["pr_auc"] > churn["promoted_reference"]["base_rate"]
+    assert after["recall"] > 0 and after["f1"] > churn["promoted_reference"]["always_positive_f1"]
+    promoted = get_version(client(settings), "churn_classifier", churn["promoted"])
+    trained = parse_days(promoted.tags["mallard.train_days"])
+    assert trained is not None and trained[0] >= settings.sample_start_date + dt.timedelta(60)
+    minutes = figures["minutes_forecast"]["first_metrics"]
+    assert minutes["mae_vs_naive"] >= 0.15, figures["minutes_forecast"]
+    assert figures["customer_segments"]["first_metrics"]["stability"] >= 0.7
+    # Every figure above is printed.
+    printed = stdout.split("  models:")[1]
+    for line in _figure_lines(figures, [line.strip()[2:] for line in story.splitlines()]):
+        assert line in printed, line
 
 
 def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +120,16 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
             dg.AssetKey("churn_classifier_performance")
         ).asset_materialization.metadata
         assert 0.5 < performance["baseline_auc"].value < 1.0
+        # The evaluations show the figures the models are judged by.
+        for model, keys in (
+            ("churn_classifier", {"candidate_pr_auc", "at_threshold", "always_positive_f1"}),
+            ("minutes_forecast", {"naive_baseline", "naive_mae", "mae_vs_naive"}),
+            ("customer_segments", {"holdout_stability"}),
+        ):
+            evaluation = instance.get_latest_materialization_event(
+                dg.AssetKey(f"{model}_evaluation")
+            ).asset_materialization.metadata
+            assert keys <= set(evaluation), model
         # The prompt gate refused the regressed version and said why.
         gate = instance.get_latest_materialization_event(
             dg.AssetKey(["prompt_promotions", "support_assistant"])
