@@ -272,6 +272,8 @@ def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bo
                 outcomes_job(mon.model), known_first, known_last
             ):
                 return False
+        # The sensors judge evidence as of the simulated day, not the wall clock.
+        os.environ["MALLARD_TODAY"] = day(last).isoformat()
         for name, sensor in sensors.items():
             with dg.build_sensor_context(
                 instance=instance, cursor=cursors[name], definitions=defs, resources=defs.resources
