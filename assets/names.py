@@ -78,3 +78,13 @@ def partition_version(key: str) -> int:
 # Maintenance
 LAKE_MAINTENANCE = "lake_maintenance"
 MAINTAIN_LAKE_JOB = "maintain_lake"
+
+
+# Canary
+def canary_asset(model: str) -> str:
+    """A model's canary analysis (challenger against champion): `churn_classifier_canary_analysis`."""
+    return f"{model}_canary_analysis"
+
+
+def canary_job(model: str) -> str:
+    return f"canary_{model}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.canary import CANARY_ASSETS
 from assets.features import FEATURE_VIEW_ASSETS, TRAINING_SET_ASSETS, online_store
 from assets.llm import LLM_ASSETS
 from assets.llm_evals import EVAL_ASSETS
@@ -28,6 +29,7 @@ defs = dg.Definitions(
         *LLM_ASSETS,
         *EVAL_ASSETS,
         *MAINTENANCE_ASSETS,
+        *CANARY_ASSETS,
     ],
     asset_checks=MONITORING_CHECKS,
     jobs=JOBS,

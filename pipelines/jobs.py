@@ -9,6 +9,8 @@ from assets.models import MODEL_ASSETS, rollback_champion
 from assets.names import (
     LAKE_MAINTENANCE,
     MAINTAIN_LAKE_JOB,
+    canary_asset,
+    canary_job,
     dataset_key,
     model_assets,
     monitor_job,
@@ -159,4 +161,23 @@ maintain_lake = dg.define_asset_job(
 
 MAINTENANCE_JOBS = [maintain_lake]
 
-JOBS = [*FEATURE_JOBS, *MODEL_JOBS, *MONITORING_JOBS, *LLM_JOBS, *MAINTENANCE_JOBS]
+# Canary ----------------------------------------------------------------------------------------
+CANARY_JOBS = [
+    dg.define_asset_job(
+        canary_job(spec.name),
+        selection=dg.AssetSelection.assets(canary_asset(spec.name)),
+        description=f"Compare {spec.name}'s challenger with its champion on live outcomes and "
+        "decide: promote, roll back or wait.",
+    )
+    for spec in MODELS
+    if spec.canary is not None
+]
+
+JOBS = [
+    *FEATURE_JOBS,
+    *MODEL_JOBS,
+    *MONITORING_JOBS,
+    *LLM_JOBS,
+    *MAINTENANCE_JOBS,
+    *CANARY_JOBS,
+]

@@ -421,6 +421,64 @@ class PromotionRule:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A challenger that answers a share of live traffic, and how it is judged against the
+    champion.
+
+    The API sends an entity to the challenger when a hash of the model's name and the entity's
+    key falls below `share`: the split is sticky (an entity always meets the same variant) and
+    raising `share` only moves entities from the champion to the challenger. `challenger` is an
+    MLflow alias (default `challenger`) or a version number. The `<model>_canary_analysis` asset
+    compares the two groups' outcomes on the deciding metric with an unpaired test: promote when
+    the (1 − `significance`) confidence interval of challenger − champion (oriented so that
+    positive is better) lies above 0; roll back when it lies below 0, or when the sample that
+    `power` needs to detect `min_effect` is in and the interval excludes `min_effect`; else wait,
+    with the number of outcomes still needed.
+    """
+
+    challenger: str | int = "challenger"
+    share: float = 0.1
+    min_effect: float = 0.01
+    power: float = 0.8
+    significance: float = 0.05
+    min_outcomes: int = 100  # per variant, before any decision
+    n_bootstrap: int = 2000
+
+    def check(self, model: str, task: str) -> None:
+        if task == "clustering":
+            raise _fail(model, "canary", "applies to classification and regression (outcomes)")
+        challenger = self.challenger
+        if isinstance(challenger, bool) or not (
+            (isinstance(challenger, int) and challenger >= 1)
+            or (
+                isinstance(challenger, str)
+                and challenger.replace("-", "_").isidentifier()
+                and challenger != "champion"
+            )
+        ):
+            raise _fail(
+                model,
+                "canary.challenger",
+                f"={challenger!r} must be an MLflow alias other than 'champion' (such as "
+                "'challenger') or a version number ≥ 1",
+            )
+        if not 0 < self.share < 1:
+            raise _fail(model, "canary.share", f"={self.share!r} must be a share in (0, 1)")
+        if not math.isfinite(self.min_effect) or self.min_effect <= 0:
+            raise _fail(model, "canary.min_effect", "must be a finite number > 0")
+        if not 0 < self.power < 1:
+            raise _fail(model, "canary.power", f"={self.power!r} must be in (0, 1)")
+        if not 0 < self.significance < 0.5:
+            raise _fail(
+                model, "canary.significance", f"={self.significance!r} must be in (0, 0.5)"
+            )
+        if self.min_outcomes < 10:
+            raise _fail(model, "canary.min_outcomes", "must be at least 10")
+        if self.n_bootstrap < 200:
+            raise _fail(model, "canary.n_bootstrap", "must be at least 200")
+
+
+@dataclass(frozen=True)
 class TrainingWindow:
     """Which rows of the training set train the model and which later rows judge it.
 
@@ -556,6 +614,8 @@ class ModelSpec:
     # What the serving API does with input that fails the training-statistics checks: `warn`
     # answers and flags each row and field, `reject` refuses (422) naming the field and rule.
     strictness: Literal["warn", "reject"] = "warn"
+    # A challenger serving a share of traffic, judged by the canary analysis (None: no canary).
+    canary: Canary | None = None
 
     def __post_init__(self) -> None:
         check_identifier("ModelSpec", self.name)
@@ -643,6 +703,8 @@ class ModelSpec:
         self.preprocessing.check(name)
         self.promotion.check(name, self.task)
         self.window.check(name)
+        if self.canary is not None:
+            self.canary.check(name, self.task)
 
     @property
     def decision_threshold(self) -> DecisionThreshold | None:
@@ -683,6 +745,7 @@ class ModelSpec:
             **{f"preprocessing.{k}": v for k, v in vars(self.preprocessing).items()},
             **{f"promotion.{k}": v for k, v in vars(self.promotion).items()},
             **{f"window.{k}": v for k, v in vars(self.window).items()},
+            **{f"canary.{k}": v for k, v in vars(self.canary or Canary()).items()},
         }
 
 
