@@ -44,6 +44,7 @@ def served_models(settings: Settings) -> list[Any]:
             strictness=spec.strictness,
             feature_service=spec.feature_service,
             description=spec.description,
+            canary=spec.canary,
         )
         for spec in (MODELS.get(name) for name in wanted)
     ]

@@ -6,6 +6,16 @@ that many seconds); a version's pipeline, training statistics and explainer are 
 process and version. Rows come as features or as entity keys; with entity keys the features are
 read from the online store, and only when the online views are the versions the model was
 trained on (`mallard.feature_version.<view>` tags of its training run).
+
+A model that declares a canary (`ServedModel.canary`) sends each entity whose key falls on the
+challenger's side of the sticky split (`mallard.models.canary.in_challenger`) to its challenger,
+when the request names neither an alias nor a version; rows without an entity key go to the
+champion. A challenger serves only while it is not the champion, its canary has not ended (the
+`mallard.canary` tag of its version) and its input schema is compatible with the champion's.
+
+Each version's input schema (`mallard.serving.schema_versions`) is read from its training
+statistics; a request that names the schema its rows were written for is refused when the
+serving version's schema is incompatible with it, and has compatible changes absorbed.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
 from mallard.serving.errors import ApiError
+from mallard.serving.schema_versions import InputSchema, adapt_rows, changes, incompatible
 from mallard.serving.validation import Issue, check_rows, conform_rows, nan_cells, reject
 
 if TYPE_CHECKING:
@@ -28,6 +39,7 @@ if TYPE_CHECKING:
     from mallard.features.specs import FeatureRegistry
     from mallard.models.explain import RowExplainer
     from mallard.models.loading import LoadedModel
+    from mallard.models.specs import Canary
     from mallard.models.statistics import TrainingStatistics
 
 log = logging.getLogger(__name__)
@@ -42,6 +54,7 @@ class ServedModel:
     strictness: str  # warn | reject
     feature_service: str
     description: str = ""
+    canary: Canary | None = None  # a challenger serving a share of the traffic
 
 
 @dataclass
@@ -53,6 +66,12 @@ class Version:
     feature_versions: dict[str, str]  # view -> label the version was trained on
     explainer: RowExplainer | None = None  # built on the version's first explanation
     lock: threading.Lock = field(default_factory=threading.Lock)
+    schema: InputSchema = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schema = InputSchema.from_statistics(
+            {name: self.stats.features[name] for name in self.model.features}
+        )
 
     @property
     def number(self) -> int:
@@ -62,8 +81,26 @@ class Version:
 @dataclass
 class Resolved:
     version: Version
-    variant: str  # champion | the alias | v<N>
+    variant: str  # champion | challenger | the alias | v<N>
     role: str  # the prediction log's role
+
+
+@dataclass
+class Challenger:
+    """A canary's challenger as this process serves it: the version, or why not."""
+
+    version: Version | None
+    state: str
+    share: float = 0.0
+    alias: str | None = None
+
+
+@dataclass
+class Group:
+    """The rows of a request one variant answers (`index`: their positions in the request)."""
+
+    resolved: Resolved
+    index: list[int]
 
 
 @dataclass
@@ -91,10 +128,15 @@ def view_version_label(settings: Settings, registry: FeatureRegistry, view_name:
 
 
 def check_entity_keys(
-    entities: list[dict[str, Any]], key_types: dict[str, str], where: str = "entities"
+    entities: list[dict[str, Any]],
+    key_types: dict[str, str],
+    where: str = "entities",
+    index: list[int] | None = None,
 ) -> None:
-    """Every entity row carries each join key with its declared type, or a 422 naming it."""
-    for i, row in enumerate(entities):
+    """Every entity row carries each join key with its declared type, or a 422 naming it
+    (`index`: each row's position in the request, when these rows are part of it)."""
+    for local, row in enumerate(entities):
+        i = local if index is None else index[local]
         for name, typ in key_types.items():
             value = row.get(name)
             path = f"{where}[{i}].{name}"
@@ -119,13 +161,40 @@ def check_entity_keys(
                     422, "invalid_type", f"{path}: join key {name!r} is a string", field=path
                 )
         extra = [k for k in row if k not in key_types]
-        if extra:
+        if extra and where == "entities":
             raise ApiError(
                 422,
                 "unknown_key",
                 f"{where}[{i}].{extra[0]}: not a join key (join keys: {', '.join(key_types)})",
                 field=f"{where}[{i}].{extra[0]}",
             )
+
+
+def split_keys(
+    rows: list[dict[str, Any]], key_types: dict[str, str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
+    """Feature rows that may carry their entity's join keys: (the features, each row's key or
+    None). A row gives all the join keys or none (null counts as none)."""
+    if not key_types or not any(k in row for row in rows for k in key_types):
+        return rows, [None] * len(rows)
+    features: list[dict[str, Any]] = []
+    keys: list[dict[str, Any] | None] = []
+    for i, row in enumerate(rows):
+        key = {k: row[k] for k in key_types if row.get(k) is not None}
+        if key and len(key) < len(key_types):
+            missing = next(k for k in key_types if k not in key)
+            raise ApiError(
+                422,
+                "missing_key",
+                f"rows[{i}].{missing}: a row that gives its entity's key gives every join key "
+                f"({', '.join(key_types)})",
+                field=f"rows[{i}].{missing}",
+            )
+        if key:
+            check_entity_keys([key], key_types, "rows", [i])
+        features.append({k: v for k, v in row.items() if k not in key_types})
+        keys.append(key or None)
+    return features, keys
 
 
 class ModelService:
@@ -150,6 +219,10 @@ class ModelService:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
         self._background: set[tuple[str, int]] = set()
+        self._challengers: dict[str, tuple[float, Challenger]] = {}
+        self._schemas: dict[str, dict[int, InputSchema]] = {}
+        self._schema_scans: dict[str, float] = {}
+        self._key_types: dict[str, dict[str, str]] = {}
         self.load_errors: dict[str, str] = {}
         self.explainers_built = 0
         self.on_explainer_built: Callable[[str, int], None] | None = None
@@ -241,6 +314,146 @@ class ModelService:
         except ApiError:
             return None
 
+    # -- the canary ---------------------------------------------------------------------------
+    def challenger(self, served: ServedModel) -> Challenger | None:
+        """The declared challenger as served now (re-read every `alias_ttl_s`), None without a
+        canary."""
+        rule = served.canary
+        if rule is None:
+            return None
+        cached = self._challengers.get(served.name)
+        if cached is not None and time.monotonic() - cached[0] < self.alias_ttl_s:
+            return cached[1]
+        try:
+            found = self._find_challenger(served, rule)
+        except Exception as exc:  # noqa: BLE001 - the champion answers; /v1/models says why
+            log.warning("resolving the challenger of %s failed: %s", served.name, exc)
+            found = Challenger(None, f"inactive: {type(exc).__name__}: {str(exc)[:200]}")
+        self._challengers[served.name] = (time.monotonic(), found)
+        return found
+
+    def _find_challenger(self, served: ServedModel, rule: Canary) -> Challenger:
+        from mallard.models.canary import CANARY_TAG, ENDED
+        from mallard.models.registry import client, get_version, version_for_alias
+
+        name = served.name
+        c = client(self.settings)
+        alias = rule.challenger if isinstance(rule.challenger, str) else None
+        mv = version_for_alias(c, name, alias) if alias else get_version(c, name, rule.challenger)
+        if mv is None:
+            return Challenger(None, f"inactive: no {alias!r} version", rule.share, alias)
+        number = int(mv.version)
+        champion = self._champion_or_none(name)
+        if champion is None:
+            return Challenger(None, "inactive: no champion", rule.share, alias)
+        if number == champion:
+            return Challenger(None, f"inactive: v{number} is the champion", rule.share, alias)
+        ended = (mv.tags or {}).get(CANARY_TAG)
+        if ended in ENDED:
+            return Challenger(
+                None, f"inactive: the canary of v{number} ended ({ended})", rule.share, alias
+            )
+        version = self.load(name, number)
+        found = changes(self.load(name, champion).schema, version.schema)
+        breaking = [change.describe() for change in found if not change.compatible]
+        if breaking:
+            return Challenger(
+                None,
+                f"inactive: v{number}'s input schema {version.schema.version} is incompatible "
+                f"with the champion's: {'; '.join(breaking)}",
+                rule.share,
+                alias,
+            )
+        return Challenger(
+            version,
+            f"serving v{number} to {rule.share:.0%} of entities",
+            rule.share,
+            alias,
+        )
+
+    def groups(
+        self,
+        served: ServedModel,
+        alias: str | None,
+        version: int | None,
+        keys: list[dict[str, Any] | None],
+    ) -> list[Group]:
+        """Which variant answers which rows: the named alias or version answers all of them;
+        else, under a canary, each entity on the challenger's side goes to the challenger. The
+        first group is the base variant (the champion, or what was named), maybe empty."""
+        from mallard.models.canary import in_challenger
+
+        resolved = self.resolve(served.name, alias, version)
+        everything = Group(resolved, list(range(len(keys))))
+        if alias is not None or version is not None or served.canary is None:
+            return [everything]
+        found = self.challenger(served)
+        if found is None or found.version is None:
+            return [everything]
+        chosen = [
+            i
+            for i, key in enumerate(keys)
+            if key is not None and in_challenger(served.name, key, found.share)
+        ]
+        picked = set(chosen)
+        rest = [i for i in range(len(keys)) if i not in picked]
+        # The first group is always the base variant (maybe without rows): its schema is the
+        # one requests are written for.
+        return [
+            Group(resolved, rest),
+            Group(Resolved(found.version, "challenger", "challenger"), chosen),
+        ]
+
+    # -- input schemas -----------------------------------------------------------------------
+    def known_schema(self, name: str, schema_version: str) -> InputSchema:
+        """The input schema of that version hash, from any registered version of the model."""
+        for (model, _), loaded in list(self._versions.items()):
+            if model == name and loaded.schema.version == schema_version:
+                return loaded.schema
+        for schema in self._schemas.get(name, {}).values():
+            if schema.version == schema_version:
+                return schema
+        last = self._schema_scans.get(name)
+        if last is None or time.monotonic() - last >= self.alias_ttl_s:
+            self._scan_schemas(name)
+            for schema in self._schemas.get(name, {}).values():
+                if schema.version == schema_version:
+                    return schema
+        raise ApiError(
+            422,
+            "unknown_schema_version",
+            f"no registered version of model {name!r} has input schema {schema_version!r} "
+            f"(GET /v1/models/{name}/schema gives the current one)",
+            field="schema_version",
+        )
+
+    def _scan_schemas(self, name: str) -> None:
+        from mallard.models.loading import load_json_artifact
+        from mallard.models.registry import client
+        from mallard.models.statistics import STATISTICS_ARTIFACT
+
+        self._schema_scans[name] = time.monotonic()
+        known = self._schemas.setdefault(name, {})
+        for mv in client(self.settings).search_model_versions(f"name='{name}'"):
+            number = int(mv.version)
+            if number in known or mv.run_id is None:
+                continue
+            data = load_json_artifact(self.settings, mv.run_id, STATISTICS_ARTIFACT)
+            if data and data.get("features"):
+                known[number] = InputSchema.from_statistics(data["features"])
+
+    def key_types(self, served: ServedModel) -> dict[str, str]:
+        """The join keys of the model's feature service (what an entity key is made of)."""
+        if self.registry is None:
+            return {}
+        found = self._key_types.get(served.name)
+        if found is None:
+            found = {}
+            for ref in self.registry.resolve([served.feature_service]):
+                found.update(ref.view.join_keys)
+            self._key_types[served.name] = found
+        return found
+
     def warm_up(self) -> None:
         """Load every served model's champion (the server's readiness waits for it)."""
         for name in self.models:
@@ -303,7 +516,15 @@ class ModelService:
         version: Version,
         rows: list[dict[str, Any]] | None,
         entities: list[dict[str, Any]] | None,
+        *,
+        keys: list[dict[str, Any] | None] | None = None,
+        index: list[int] | None = None,
+        written_for: InputSchema | None = None,
+        schema_field: str = "schema_version",
     ) -> Inputs:
+        """The rows as `version` reads them. `rows` are features (their keys, if any, in
+        `keys`); `written_for` is the schema the rows follow, when it may differ from the
+        version's: compatible changes are absorbed, an incompatible one refuses the request."""
         if (rows is None) == (entities is None):
             raise ApiError(
                 422,
@@ -314,10 +535,23 @@ class ModelService:
         model = version.model
         numeric = [f for f in model.features if f not in model.categorical]
         if rows is not None:
-            frame = conform_rows(rows, model.features, model.categorical)
-            return Inputs(frame, rows, [{} for _ in rows], nan_cells(frame, rows, numeric))
+            if written_for is not None and written_for.version != version.schema.version:
+                found = changes(written_for, version.schema)
+                if any(not change.compatible for change in found):
+                    raise incompatible(
+                        served.name,
+                        version.number,
+                        written_for,
+                        version.schema,
+                        found,
+                        schema_field,
+                    )
+                rows = adapt_rows(rows, found)
+            frame = conform_rows(rows, model.features, model.categorical, index=index)
+            logged_keys = [k or {} for k in keys] if keys is not None else [{} for _ in rows]
+            return Inputs(frame, rows, logged_keys, nan_cells(frame, rows, numeric))
         assert entities is not None
-        return self._from_online_store(served, version, entities, numeric)
+        return self._from_online_store(served, version, entities, numeric, index)
 
     def _from_online_store(
         self,
@@ -325,6 +559,7 @@ class ModelService:
         version: Version,
         entities: list[dict[str, Any]],
         numeric: list[str],
+        index: list[int] | None = None,
     ) -> Inputs:
         from mallard.features.materialize import get_online_features
 
@@ -343,7 +578,7 @@ class ModelService:
         key_types: dict[str, str] = {}
         for view in views:
             key_types.update(registry.views[view].join_keys)
-        check_entity_keys(entities, key_types)
+        check_entity_keys(entities, key_types, index=index)
         served_versions = {v: view_version_label(self.settings, registry, v) for v in views}
         for view in views:
             trained = version.feature_versions.get(view)
@@ -372,10 +607,19 @@ class ModelService:
         return Inputs(frame, rows, keys, nan, status, served_versions)
 
     def check(
-        self, served: ServedModel, version: Version, inputs: Inputs, metrics: Any, where: str
+        self,
+        served: ServedModel,
+        version: Version,
+        inputs: Inputs,
+        metrics: Any,
+        where: str,
+        index: list[int] | None = None,
     ) -> list[list[Issue]]:
         issues, scores = check_rows(inputs.frame, version.stats, inputs.nan)
         flat = [issue for row in issues for issue in row]
+        if index is not None:  # each issue names the row's position in the request
+            for issue in flat:
+                issue.row = index[issue.row]
         counter = (
             metrics.validation_rejects
             if served.strictness == "reject"

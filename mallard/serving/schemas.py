@@ -82,15 +82,29 @@ class PushResponse(BaseModel):
     online_keys_updated: int
 
 
+SCHEMA_VERSION = r"^[0-9a-f]{12}$"
+
+
 class PredictRequest(_Body):
     rows: list[dict[str, FeatureValue]] | None = Field(
-        None, min_length=1, max_length=MAX_ROWS, description="Feature values, one dict per row"
+        None,
+        min_length=1,
+        max_length=MAX_ROWS,
+        description="Feature values, one dict per row; a row may also carry its entity's join "
+        "keys (the canary split and the prediction log use them)",
     )
     entities: list[dict[str, KeyValue]] | None = Field(
         None,
         min_length=1,
         max_length=MAX_ROWS,
         description="Entity keys: features are read from the online store instead",
+    )
+    schema_version: str | None = Field(
+        None,
+        pattern=SCHEMA_VERSION,
+        description="The input schema the rows were written for (or the "
+        "X-Mallard-Schema-Version header): compatible changes since are absorbed, an "
+        "incompatible one is refused (409) saying how to migrate",
     )
 
 
@@ -113,14 +127,23 @@ class Prediction(BaseModel):
     flagged: bool
     issues: list[dict[str, Any]]
     ood_score: float | None
+    variant: str = Field(description="Who answered this row: champion, challenger, an alias, v<N>")
+    version: int = Field(description="The model version that answered this row")
     entity: dict[str, Any] | None = None
     feature_status: dict[str, str] | None = None
 
 
 class PredictResponse(BaseModel):
     model: str
-    version: int
-    variant: str
+    version: int | None = Field(
+        description="The version that answered (null when a canary split the rows: see variants)"
+    )
+    variant: str = Field(
+        description="champion, challenger, an alias or v<N>; `split` when both canary "
+        "variants answered rows of this request"
+    )
+    variants: dict[str, int] = Field(description="Each variant that answered, and its version")
+    schema_version: str = Field(description="The input schema of the version that answered")
     strictness: Literal["warn", "reject"]
     request_id: str
     predictions: list[Prediction]
@@ -144,6 +167,7 @@ class ExplainResponse(BaseModel):
         description="What base value plus SHAP values add up to: log_odds, probability or value"
     )
     explainer: str
+    schema_version: str = Field(description="The input schema of the version that answered")
     request_id: str
     explanations: list[Explanation]
 
@@ -155,6 +179,24 @@ class ModelInfo(BaseModel):
     feature_service: str
     description: str
     champion: str
+    schema_version: str | None = Field(description="The champion's input schema, once loaded")
+    canary: dict[str, Any] | None = Field(
+        None, description="The declared challenger, its share and whether it serves now"
+    )
+
+
+class SchemaFieldInfo(BaseModel):
+    name: str
+    type: Literal["numeric", "categorical"]
+    optional: bool = Field(description="Null is accepted (the model saw nulls in training)")
+
+
+class SchemaResponse(BaseModel):
+    model: str
+    version: int
+    variant: str
+    schema_version: str
+    fields: list[SchemaFieldInfo]
 
 
 class PromptResponse(BaseModel):

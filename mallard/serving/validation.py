@@ -98,14 +98,18 @@ def conform_rows(
     *,
     where: str = "rows",
     allowed_extra: set[str] | frozenset[str] = frozenset(),
+    index: list[int] | None = None,
 ) -> pd.DataFrame:
-    """Request rows as the model's feature frame, or a 422 naming the row and field."""
+    """Request rows as the model's feature frame, or a 422 naming the row and field.
+
+    `index` gives each row's position in the request (when these rows are part of it)."""
     import pandas as pd
 
     known = set(features)
     categories = set(categorical)
     columns: dict[str, list[Any]] = {name: [] for name in features}
-    for i, row in enumerate(rows):
+    for local, row in enumerate(rows):
+        i = local if index is None else index[local]
         unknown = [k for k in row if k not in known and k not in allowed_extra]
         if unknown:
             raise ApiError(
@@ -199,7 +203,7 @@ def check_rows(
                         i,
                         None,
                         "out_of_distribution",
-                        f"row {i} is unlike the training data: out-of-distribution score "
+                        "the row is unlike the training data: out-of-distribution score "
                         f"{score:.4f} < threshold {detector.threshold:.4f}",
                         {"score": round(score, 6), "threshold": round(detector.threshold, 6)},
                     )

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 from conftest import Server, auth, metric_samples
-from world import MODEL, PROMPT, STRICT, World
+from world import CANARY_MODEL, MODEL, PROMPT, SCHEMA_MODEL, STRICT, World
 
 from mallard.config import load_settings
 
@@ -57,7 +57,12 @@ def test_health_readiness_docs(api: httpx.Client) -> None:
         "prompt_registry",
         "prediction_log",
     }
-    assert checks["models"] == {MODEL: "loaded v1", STRICT: "loaded v1"}
+    assert checks["models"] == {
+        MODEL: "loaded v1",
+        STRICT: "loaded v1",
+        SCHEMA_MODEL: "loaded v1",
+        CANARY_MODEL: "loaded v1",
+    }
     document = api.get("/openapi.json").json()
     assert all(
         path == "/healthz" or path.startswith(("/v1/", "/readyz", "/metrics"))

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 from conftest import Server, auth
-from world import MODEL, PROMPT, STRICT
+from world import CANARY_MODEL, MODEL, PROMPT, SCHEMA_MODEL, STRICT
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -24,8 +24,9 @@ MIN_REQUESTS = 1_000
 EXAMPLES = {"positive": 45, "negative": 35}
 # Runs with a path parameter pinned to something that exists, beside the fully generated ones.
 PINNED = {
-    "POST /v1/models/{name}/predict": [{"name": MODEL}, {"name": STRICT}],
+    "POST /v1/models/{name}/predict": [{"name": MODEL}, {"name": STRICT}, {"name": CANARY_MODEL}],
     "POST /v1/models/{name}/explain": [{"name": MODEL}, {"name": STRICT}],
+    "GET /v1/models/{name}/schema": [{"name": SCHEMA_MODEL}],
     "GET /v1/prompts/{name}": [{"name": PROMPT}],
 }
 

@@ -20,6 +20,9 @@ CUSTOMERS = 400
 DAYS = 4
 STRICT = "churn_strict"
 MODEL = "churn_classifier"
+SCHEMA_MODEL = "churn_schema"  # its versions change their inputs (tests/serving/test_schema.py)
+CANARY_MODEL = "churn_canary"  # served with a canary (tests/serving/test_canary.py)
+OPTIONAL_FEATURE = "mean_resolution_hours_30d"  # null in training: an optional field
 PROMPT = "support_assistant"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +74,9 @@ def _train(frame, features: list[str], categorical: list[str]):
     return pipeline
 
 
-def _register(settings, name: str, pipeline, frame, features, categorical, versions) -> dict:
+def _register(
+    settings, name: str, pipeline, frame, features, categorical, versions, champion: bool = True
+) -> dict:
     import joblib
     import mlflow
     import mlflow.sklearn
@@ -118,8 +123,9 @@ def _register(settings, name: str, pipeline, frame, features, categorical, versi
         c.log_artifact(run_id, str(folder / "statistics.json"), "training_statistics")
         c.log_artifact(run_id, str(folder / "ood_detector.joblib"), "training_statistics")
     c.set_model_version_tag(name, str(version), "mallard.features", json.dumps(features))
-    set_champion(settings, c, name, version, action="promote", reason="test world")
-    return stats.as_dict()
+    if champion:
+        set_champion(settings, c, name, version, action="promote", reason="test world")
+    return {**stats.as_dict(), "registered_version": version}
 
 
 def build_world(home: Path) -> World:
@@ -171,6 +177,19 @@ def build_world(home: Path) -> World:
     pipeline = _train(frame, features, categorical)
     stats = _register(settings, MODEL, pipeline, frame, features, categorical, versions)
     _register(settings, STRICT, pipeline, frame, features, categorical, versions)
+    _register(settings, CANARY_MODEL, pipeline, frame, features, categorical, versions)
+    fewer = [f for f in features if f != OPTIONAL_FEATURE]
+    _register(
+        settings,
+        SCHEMA_MODEL,
+        _train(frame, fewer, categorical),
+        frame,
+        fewer,
+        categorical,
+        versions,
+    )
+    frame.to_parquet(home / "world_training_rows.parquet")
+    (home / "world_feature_versions.json").write_text(json.dumps(versions))
 
     latest = frame[frame["event_timestamp"] == frame["event_timestamp"].max()]
     complete = latest.dropna(subset=features).reset_index(drop=True)
@@ -188,3 +207,29 @@ def build_world(home: Path) -> World:
     version, _ = prompts.register(template, actor="tests")
     prompts.promote(PROMPT, version.version, reason="test world", actor="tests")
     return World(home, features, categorical, customer, sample_row, stats)
+
+
+def register_version(
+    home: Path,
+    name: str,
+    features: list[str],
+    categorical: list[str],
+    transform=None,
+    champion: bool = False,
+) -> int:
+    """Train and register one more version of `name` on the world's rows (`transform` reshapes
+    them first: renamed or retyped columns); returns its number."""
+    import pandas as pd
+
+    from mallard.config import load_settings
+
+    frame = pd.read_parquet(home / "world_training_rows.parquet")
+    if transform is not None:
+        frame = transform(frame)
+    versions = json.loads((home / "world_feature_versions.json").read_text())
+    settings = load_settings(home=home)
+    pipeline = _train(frame, features, categorical)
+    stats = _register(
+        settings, name, pipeline, frame, features, categorical, versions, champion=champion
+    )
+    return int(stats["registered_version"])
