@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from mallard.config import Settings
 from mallard.models import gate, plots
 from mallard.models.data import BASELINE_COLUMN, load_model_data, parse_days
-from mallard.models.loading import LoadedModel, load_json_artifact, load_version
+from mallard.models.loading import (
+    LoadedModel,
+    decision_threshold,
+    load_json_artifact,
+    load_version,
+)
 from mallard.models.registry import (
     CANDIDATE,
     CHAMPION,
@@ -77,14 +82,6 @@ class EvaluationResult:
             "warnings": self.warnings,
             "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-
-
-def decision_threshold(model: LoadedModel) -> float | None:
-    """The threshold stored with a classifier version (None: trained before thresholds were)."""
-    from mallard.models.training import THRESHOLD_TAG
-
-    value = model.tags.get(THRESHOLD_TAG)
-    return float(value) if value else None
 
 
 def _classification(

@@ -63,6 +63,14 @@ class LoadedModel:
         return conform_features(frame, self.features, self.categorical)
 
 
+def decision_threshold(model: LoadedModel) -> float | None:
+    """The threshold stored with a classifier version (None: trained before thresholds were)."""
+    from mallard.models.training import THRESHOLD_TAG
+
+    value = model.tags.get(THRESHOLD_TAG)
+    return float(value) if value else None
+
+
 def resolve_version(settings: Settings, name: str, ref: int | str | None = None) -> int:
     """A version number from a number, an alias (default `champion`), or an error naming both."""
     c = client(settings)

@@ -69,22 +69,30 @@ def features_for(
 def predict(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
     """(predictions, positive-class scores or None) from a loaded model on feature rows.
 
-    The pipeline's preprocessing runs once: its output feeds both the estimator's `predict` and
-    its scores, exactly as `pipeline.predict` and `pipeline.predict_proba` would each compute it.
+    The pipeline's preprocessing runs once: its output feeds both the estimator and its scores,
+    exactly as `pipeline.predict` and `pipeline.predict_proba` would each compute it. A binary
+    classifier with a stored decision threshold predicts positive at scores ≥ that threshold.
     """
     import numpy as np
 
+    from mallard.models.loading import decision_threshold
     from mallard.models.training import _scores, quiet
 
     x = model.frame(frame)
+    threshold = decision_threshold(model) if model.task == "classification" else None
     with quiet():
         xt, estimator, inverse = _preprocessed(model.pipeline, x)
-        prediction = np.asarray(inverse(estimator.predict(xt)), dtype=float)
         scores = (
             np.asarray(_scores(estimator, xt), dtype=float)
             if model.task == "classification"
             else None
         )
+        if scores is not None and threshold is not None and len(estimator.classes_) == 2:
+            # The version's decision threshold (chosen for its declared use), not 0.5.
+            chosen = estimator.classes_[(scores >= threshold).astype(int)]
+            prediction = np.asarray(inverse(chosen), dtype=float)
+        else:
+            prediction = np.asarray(inverse(estimator.predict(xt)), dtype=float)
     return prediction, scores
 
 

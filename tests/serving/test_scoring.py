@@ -28,6 +28,7 @@ class Model:
     task: str
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     categorical: list[str] = field(default_factory=lambda: ["plan"])
+    tags: dict[str, str] = field(default_factory=dict)
 
     def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows[self.features]
@@ -115,6 +116,26 @@ def test_sklearn_classifiers_score_as_their_pipeline_does(estimator: str) -> Non
     pipeline.fit(train[FEATURES], label)
     _same(Model(pipeline, "classification"), _rows(300, 2))
     _same(Model(pipeline, "classification"), _rows(1, 3))
+
+
+def test_a_stored_decision_threshold_decides_instead_of_half() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from mallard.models.training import THRESHOLD_TAG
+
+    train = _rows(600, 1)
+    label = ((train["b"] > 1) | (train["plan"] == "pro")).astype(int)
+    pipeline = Pipeline([("prep", _sklearn_prep()), ("model", LogisticRegression())])
+    pipeline.set_output(transform="pandas").fit(train[FEATURES], label)
+    rows = _rows(300, 2)
+    half, scores = predict(Model(pipeline, "classification"), rows)
+    assert scores is not None and np.array_equal(half, (scores >= 0.5).astype(float))
+    strict = Model(pipeline, "classification", tags={THRESHOLD_TAG: "0.8"})
+    decided, same_scores = predict(strict, rows)
+    assert np.array_equal(same_scores, scores)
+    assert np.array_equal(decided, (scores >= 0.8).astype(float))
+    assert decided.sum() < half.sum()
 
 
 def test_a_sklearn_regression_scores_as_its_pipeline_does() -> None:
