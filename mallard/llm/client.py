@@ -95,9 +95,12 @@ class LLMResponse:
     similarity: float | None = None
     endpoints_tried: list[str] = field(default_factory=list)
     attempt_log: list[Attempt] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+    """With `complete(..., logprobs=k)` and an endpoint that returns them: per generated token
+    {"token", "logprob", "top_logprobs": [{"token", "logprob"}, …k]}; None otherwise."""
 
     def cache_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "text": self.text,
             "endpoint": self.endpoint,
             "model": self.model,
@@ -105,6 +108,9 @@ class LLMResponse:
             "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
         }
+        if self.logprobs is not None:
+            record["logprobs"] = self.logprobs
+        return record
 
 
 @dataclass
@@ -335,6 +341,8 @@ class LLMClient:
         meta: dict[str, Any],
     ) -> _Request:
         ep = self.endpoints[endpoint]
+        params = dict(params)
+        logprobs = params.pop("logprobs", None)
         unknown = set(params) - ALLOWED_PARAMS
         if unknown:
             raise TypeError(
@@ -345,6 +353,11 @@ class LLMClient:
         else:
             msgs = [dict(m) for m in messages]
         merged = {**ep.params, **{k: v for k, v in params.items() if v is not None}}
+        if logprobs is not None:
+            if isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0:
+                raise TypeError(f"logprobs must be a number of alternatives >= 0, got {logprobs!r}")
+            # part of the cache key: a cached reply without log-probabilities cannot answer
+            merged.update({"logprobs": True, "top_logprobs": logprobs})
         spec = OutputSpec(schema) if schema is not None else None
         key = canonical_key(ep.name, ep.model, merged, spec.key if spec else None, msgs)
         semantic = ep.semantic_cache if semantic_cache is None else semantic_cache
@@ -592,6 +605,7 @@ class LLMClient:
             parsed=parsed,
             finish_reason=record.get("finish_reason", ""),
             similarity=similarity,
+            logprobs=record.get("logprobs"),
         )
 
     def _cache_store(self, request: _Request, response: LLMResponse, vector: Any) -> None:
@@ -868,6 +882,7 @@ class LLMClient:
             finish_reason=result.finish_reason,
             endpoints_tried=list(dict.fromkeys(usage.endpoints)),
             attempt_log=list(usage.log),
+            logprobs=result.logprobs,
         )
 
     # Recording --------------------------------------------------------------------------------

@@ -37,6 +37,45 @@ class ProviderResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = ""
+    logprobs: list[dict[str, Any]] | None = None
+    """Per generated token, when asked for (`logprobs`/`top_logprobs` params): {"token", "logprob",
+    "top_logprobs": [{"token", "logprob"}, …]}, the OpenAI chat-completions shape."""
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("-inf")
+
+
+def normalise_logprobs(content: Any) -> list[dict[str, Any]] | None:
+    """The OpenAI `choice.logprobs.content` list (objects or dicts) as plain dicts, or None."""
+    if not content:
+        return None
+    out = []
+    for entry in content:
+        get = entry.get if isinstance(entry, dict) else lambda k, e=entry: getattr(e, k, None)
+        top = get("top_logprobs") or []
+        out.append(
+            {
+                "token": str(get("token") or ""),
+                "logprob": _as_float(get("logprob")),
+                "top_logprobs": [
+                    {
+                        "token": str(
+                            (t.get("token") if isinstance(t, dict) else getattr(t, "token", ""))
+                            or ""
+                        ),
+                        "logprob": _as_float(
+                            t.get("logprob") if isinstance(t, dict) else getattr(t, "logprob", None)
+                        ),
+                    }
+                    for t in top
+                ],
+            }
+        )
+    return out
 
 
 def schema_instruction(schema: dict[str, Any]) -> str:
@@ -167,12 +206,14 @@ class OpenAICompatibleProvider:
             raise MalformedResponseError(name, f"response has no choices/message: {exc}") from exc
         if text is None:
             raise MalformedResponseError(name, "response message has no content")
+        logprobs = getattr(choice, "logprobs", None)
         return ProviderResult(
             text=text,
             model=getattr(response, "model", None) or self.endpoint.model,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             finish_reason=str(choice.finish_reason or ""),
+            logprobs=normalise_logprobs(getattr(logprobs, "content", None)) if logprobs else None,
         )
 
     def _map_error(self, exc: Exception) -> ProviderError:
@@ -219,6 +260,68 @@ class _Deadline:
         if time.monotonic() > self.deadline:
             self.fired = True
         return self.fired
+
+
+class _LogprobRecorder:
+    """A llama.cpp logits processor that records, at each generated token, the log-probabilities
+    of the model's raw distribution (before the JSON grammar and the sampler): the chosen token's
+    and the `k` most likely ones. It leaves the logits unchanged, so generation is what it would
+    be without it, and it needs no `logits_all` model (which would compute logits for every
+    prompt token)."""
+
+    def __init__(self, model: Any, k: int):
+        self.model = model
+        self.k = max(1, k)
+        self.steps: list[dict[str, Any]] = []
+        self._last: Any = None
+
+    def _token(self, token_id: int) -> str:
+        return self.model.detokenize([int(token_id)]).decode("utf-8", errors="ignore")
+
+    def _close_previous(self, chosen: int) -> None:
+        if self._last is not None and self.steps:
+            logits, lse = self._last
+            self.steps[-1]["token"] = self._token(chosen)
+            self.steps[-1]["logprob"] = float(logits[int(chosen)] - lse)
+        self._last = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+
+        if self.steps and self._last is not None and len(input_ids) > self.steps[-1]["_n"]:
+            self._close_previous(int(input_ids[self.steps[-1]["_n"]]))
+        logits = np.asarray(scores, dtype=np.float64).copy()
+        peak = float(logits.max())
+        lse = peak + float(np.log(np.exp(logits - peak).sum()))
+        k = min(self.k, logits.size)
+        top = np.argpartition(-logits, k - 1)[:k]
+        top = top[np.argsort(-logits[top])]
+        self.steps.append(
+            {
+                "_n": len(input_ids),
+                "token": "",
+                "logprob": float("-inf"),
+                "top_logprobs": [
+                    {"token": self._token(i), "logprob": float(logits[i] - lse)} for i in top
+                ],
+            }
+        )
+        self._last = (logits, lse)
+        return scores
+
+    def content(self, text: str) -> list[dict[str, Any]]:
+        """The recorded steps aligned with the generated `text` (the last step's token is what is
+        left of the text; a final end-of-sequence step adds no text and is dropped)."""
+        if self._last is not None and self.steps:
+            seen = "".join(step["token"] for step in self.steps[:-1])
+            rest = text[len(seen) :] if text.startswith(seen) else ""
+            ids = self.model.tokenize(rest.encode(), add_bos=False, special=False) if rest else []
+            if len(ids) == 1:
+                self._close_previous(ids[0])
+            else:
+                self.steps.pop()
+                self._last = None
+        return [{k: v for k, v in step.items() if k != "_n"} for step in self.steps]
 
 
 def _create_chat_completion_until(model: Any, deadline: _Deadline, **kwargs: Any) -> Any:
@@ -329,6 +432,12 @@ class LocalProvider:
         kwargs.setdefault("temperature", 0.0)
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        recorder = None
+        if params.get("logprobs"):
+            from llama_cpp import LogitsProcessorList
+
+            recorder = _LogprobRecorder(model, int(params.get("top_logprobs") or 1))
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
         assert self._lock is not None
         if not self._lock.acquire(timeout=max(0.0, started + timeout - time.monotonic())):
             raise CallTimeoutError(name, f"local model busy for more than {timeout:g} s")
@@ -345,12 +454,14 @@ class LocalProvider:
         try:
             choice = response["choices"][0]
             usage = response.get("usage") or {}
+            text = choice["message"]["content"] or ""
             return ProviderResult(
-                text=choice["message"]["content"] or "",
+                text=text,
                 model=self.endpoint.model,
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),
                 finish_reason=str(choice.get("finish_reason") or ""),
+                logprobs=recorder.content(text) if recorder is not None else None,
             )
         except (KeyError, IndexError, TypeError) as exc:
             raise MalformedResponseError(name, f"unexpected llama.cpp response: {exc}") from exc

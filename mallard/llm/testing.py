@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -34,6 +36,34 @@ class RecordedRequest:
 
 def _count_tokens(text: str) -> int:
     return max(1, len(text.split()))
+
+
+_PIECE = re.compile(r"\w+|\s+|[^\w\s]")
+
+
+def scripted_logprobs(
+    text: str, alternatives: dict[str, dict[str, float]], top: int
+) -> list[dict[str, Any]]:
+    """OpenAI-shaped `logprobs.content` for `text` split into words, spaces and punctuation: a
+    piece named in `alternatives` gets that distribution (token → probability) as its top
+    alternatives, every other piece probability 1."""
+    content = []
+    for piece in _PIECE.findall(text):
+        dist = alternatives.get(piece) or {piece: 1.0}
+        ranked = sorted(dist.items(), key=lambda kv: -kv[1])[: max(top, 1)]
+        content.append(
+            {
+                "token": piece,
+                "logprob": math.log(dist.get(piece, 1e-9)),
+                "bytes": list(piece.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": math.log(p), "bytes": list(t.encode())}
+                    for t, p in ranked
+                    if p > 0
+                ],
+            }
+        )
+    return content
 
 
 def default_reply(body: dict[str, Any]) -> str:
@@ -61,8 +91,13 @@ class FakeOpenAIServer:
         model: str = "fake-model",
         delay_s: float = 0.0,
         hang_s: float = 5.0,
-        reply: Callable[[dict[str, Any]], str] = default_reply,
+        reply: Callable[[dict[str, Any]], Any] = default_reply,
+        logprobs: bool = True,
     ):
+        """`reply(body)` returns the reply text, or (text, alternatives) where alternatives maps a
+        piece of the text to its token distribution (see `scripted_logprobs`): requests that ask
+        for `logprobs` get them, unless `logprobs=False` (an endpoint that never returns them)."""
+        self.logprobs = logprobs
         self.model = model
         self.delay_s = delay_s
         self.hang_s = hang_s
@@ -194,20 +229,26 @@ class FakeOpenAIServer:
                 elif fault == "malformed":
                     self._send(200, b'{"id": "x", "choices": [ {"broken')
                     return
-                text = "this is not json" if fault == "badjson" else outer.reply(body)
+                reply = "this is not json" if fault == "badjson" else outer.reply(body)
+                text, alternatives = reply if isinstance(reply, tuple) else (reply, {})
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+                if outer.logprobs and body.get("logprobs"):
+                    choice["logprobs"] = {
+                        "content": scripted_logprobs(
+                            text, alternatives, int(body.get("top_logprobs") or 0)
+                        )
+                    }
                 prompt_text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
                 payload = {
                     "id": f"chatcmpl-{len(outer.requests)}",
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": body.get("model") or outer.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text},
-                        }
-                    ],
+                    "choices": [choice],
                     "usage": {
                         "prompt_tokens": _count_tokens(prompt_text),
                         "completion_tokens": _count_tokens(text),

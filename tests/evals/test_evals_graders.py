@@ -309,12 +309,15 @@ def test_pairwise_both_orders_and_position_ties(judge_client):
     tie = judge.grade(
         s("alpha-answer", other_output="beta-answer", inputs={"question": "Price?"}), ctx
     )
-    assert tie.details == {
+    assert {
+        k: tie.details[k] for k in ("forward", "backward", "position_consistent", "outcome")
+    } == {
         "forward": "A",
         "backward": "A",
         "position_consistent": False,
         "outcome": "tie",
     }
+    assert tie.details["sampled_consistent"] is False
     assert tie.score == 0.5 and "disagreed" in tie.reason
     bodies = [json.dumps(r.body) for r in server.requests[-2:]]
     assert bodies[0].index("alpha-answer") < bodies[0].index("beta-answer")

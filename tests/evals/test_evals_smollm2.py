@@ -72,16 +72,20 @@ def test_every_judge_kind_parses_smollm2_replies(home):
         for judge in judges:
             grade = judge.grade(sample, ctx)
             assert not grade.error, grade.reason
-            assert grade.score in (
-                (0.0, 1.0) if judge.name != "rubric" else (0.0, 0.25, 0.5, 0.75, 1.0)
-            )
+            # the verdict token's probabilities, not the one sampled token
+            assert grade.details["verdict_path"] == "logprobs" and 0.0 <= grade.score <= 1.0
+            if judge.name != "rubric":
+                assert grade.score == grade.details["p_yes"] == grade.raw
+            else:
+                assert 1.0 <= grade.raw <= 5.0
             assert (
                 grade.prompt_tokens > 50 and grade.completion_tokens > 0 and grade.cost_usd == 0.0
             )
             assert grade.details["model"] == "SmolLM2-135M-Instruct-Q4_1"
         pairwise = PairwiseJudge(endpoint="smollm2-local").grade(sample, ctx)
         assert not pairwise.error and pairwise.details["outcome"] in ("win", "tie", "loss")
-        assert set(pairwise.details) == {"forward", "backward", "position_consistent", "outcome"}
+        assert pairwise.details["verdict_path"] == "logprobs"
+        assert -1.0 <= pairwise.details["margin"] <= 1.0
         panel = Panel("panel", judges[:2], mode="majority").grade(sample, ctx)
         assert panel.cached and not panel.error  # both members' calls are LLM-cache hits by now
     finally:

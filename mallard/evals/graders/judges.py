@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from mallard.evals.graders.base import Grade, GradeContext, Grader, Sample
+from mallard.evals.graders.verdicts import TOP_LOGPROBS, option_distribution
 from mallard.specs import DeclarationError
 
 # A reply must fit in max_tokens even when every character of the reasoning is one token (small
@@ -35,15 +36,18 @@ def _template(name: str, system: str, user: str, variables: tuple[str, ...]) -> 
     )
 
 
-def _verdict_schema(field: str, options: Sequence[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
+def _verdict_schema(field: str, options: Sequence[str], reasoning: bool = True) -> dict[str, Any]:
+    properties: dict[str, Any] = {field: {"type": "string", "enum": list(options)}}
+    if reasoning:
+        properties = {
             "reasoning": {"type": "string", "maxLength": REASONING_CHARS},
-            field: {"type": "string", "enum": list(options)},
-        },
-        "required": ["reasoning", field],
-    }
+            **properties,
+        }
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+VERDICT_ONLY_MAX_TOKENS = 16
+"""Enough for `{"verdict": "yes"}` and the like: a judge without reasoning generates a few tokens."""
 
 
 class LLMJudge(Grader):
@@ -61,9 +65,11 @@ class LLMJudge(Grader):
         endpoint: str,
         min_kappa: float | None = None,
         threshold: float = 0.5,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
         temperature: float | None = None,
         description: str = "",
+        logprobs: bool = True,
+        reasoning: bool = True,
     ):
         super().__init__(name, threshold=threshold, description=description)
         if min_kappa is not None and not -1.0 <= min_kappa <= 1.0:
@@ -72,7 +78,11 @@ class LLMJudge(Grader):
             raise DeclarationError(f"judge {name!r}: endpoint is required")
         self.endpoint = endpoint
         self.min_kappa = min_kappa
-        self.max_tokens = max_tokens
+        self.logprobs = logprobs
+        self.reasoning = reasoning
+        self.max_tokens = max_tokens or (
+            DEFAULT_MAX_TOKENS if reasoning else VERDICT_ONLY_MAX_TOKENS
+        )
         self.temperature = temperature
         self.template = _template(
             f"judge_{type(self).__name__.lower()}", self.system, self.user, self.variables
@@ -90,6 +100,7 @@ class LLMJudge(Grader):
             "schema": self.schema,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
+            "logprobs": TOP_LOGPROBS if self.logprobs else None,
         }
 
     def identity(self, ctx: GradeContext | None) -> dict[str, Any]:
@@ -114,13 +125,17 @@ class LLMJudge(Grader):
         """Why this sample cannot be judged (no reference, no contexts), or None."""
         return None
 
-    def interpret(self, parsed: dict[str, Any]) -> Grade:
+    def interpret(self, parsed: dict[str, Any], logprobs: Any = None) -> Grade:
+        """The grade of a parsed reply; with the reply's log-probabilities, from the verdict
+        token's distribution (`details["verdict_path"]` says which was used)."""
         raise NotImplementedError
 
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"max_tokens": self.max_tokens}
         if self.temperature is not None:
             params["temperature"] = self.temperature
+        if self.logprobs:
+            params["logprobs"] = TOP_LOGPROBS
         return params
 
     def _call(
@@ -142,7 +157,7 @@ class LLMJudge(Grader):
         )
 
     def _from_reply(self, reply: Any) -> Grade:
-        grade = self.interpret(reply.parsed)
+        grade = self.interpret(reply.parsed, getattr(reply, "logprobs", None))
         grade.cost_usd += reply.cost_usd
         grade.prompt_tokens += reply.prompt_tokens
         grade.completion_tokens += reply.completion_tokens
@@ -190,15 +205,23 @@ class _YesNoJudge(LLMJudge):
 
     @property
     def schema(self) -> dict[str, Any]:
-        return _verdict_schema(self.field, ("yes", "no"))
+        return _verdict_schema(self.field, ("yes", "no"), self.reasoning)
 
-    def interpret(self, parsed: dict[str, Any]) -> Grade:
-        yes = str(parsed.get(self.field, "")).strip().lower() == "yes"
+    def interpret(self, parsed: dict[str, Any], logprobs: Any = None) -> Grade:
+        said = str(parsed.get(self.field, "")).strip().lower()
         reasoning = str(parsed.get("reasoning", "")).strip()
+        dist = option_distribution(logprobs, self.field, ("yes", "no")) if logprobs else None
+        if dist is not None:
+            p_yes, path = dist.p("yes"), "logprobs"
+            shown = f" [P(yes) {p_yes:.2f}]"
+        else:
+            p_yes, path = (1.0 if said == "yes" else 0.0), "parsed"
+            shown = " [parsed verdict]"
         return self._grade(
-            1.0 if yes else 0.0,
-            f"{self.field}={'yes' if yes else 'no'}: {reasoning}",
-            raw=1.0 if yes else 0.0,
+            p_yes,
+            f"{self.field}={said or '?'}: {reasoning}{shown}",
+            raw=p_yes,
+            details={"verdict_path": path, "p_yes": p_yes, "said": said},
         )
 
 
@@ -238,9 +261,11 @@ class RubricJudge(LLMJudge):
         rubric_field: str | None = "rubric",
         min_kappa: float | None = None,
         threshold: float = 0.75,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
         temperature: float | None = None,
         description: str = "",
+        logprobs: bool = True,
+        reasoning: bool = True,
     ):
         super().__init__(
             name,
@@ -250,20 +275,21 @@ class RubricJudge(LLMJudge):
             max_tokens=max_tokens,
             temperature=temperature,
             description=description,
+            logprobs=logprobs,
+            reasoning=reasoning,
         )
         self.rubric = rubric
         self.rubric_field = rubric_field
 
     @property
     def schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {
+        properties: dict[str, Any] = {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}
+        if self.reasoning:
+            properties = {
                 "reasoning": {"type": "string", "maxLength": REASONING_CHARS},
-                "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-            },
-            "required": ["reasoning", "score"],
-        }
+                **properties,
+            }
+        return {"type": "object", "properties": properties, "required": list(properties)}
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rubric": self.rubric, "rubric_field": self.rubric_field}
@@ -279,12 +305,20 @@ class RubricJudge(LLMJudge):
             "answer": sample.output,
         }
 
-    def interpret(self, parsed: dict[str, Any]) -> Grade:
+    def interpret(self, parsed: dict[str, Any], logprobs: Any = None) -> Grade:
         score = int(parsed["score"])
+        levels = ("1", "2", "3", "4", "5")
+        dist = option_distribution(logprobs, "score", levels) if logprobs else None
+        expected, path = (
+            (dist.expected({s: float(s) for s in levels}), "logprobs")
+            if dist is not None
+            else (float(score), "parsed")
+        )
         return self._grade(
-            (score - 1) / 4,
-            f"{score}/5: {str(parsed.get('reasoning', '')).strip()}",
-            raw=float(score),
+            (expected - 1) / 4,
+            f"{score}/5 (expected {expected:.2f}): {str(parsed.get('reasoning', '')).strip()}",
+            raw=expected,
+            details={"verdict_path": path, "said": score},
         )
 
 
@@ -370,9 +404,17 @@ class ContextRelevanceJudge(_YesNoJudge):
 
 
 class PairwiseJudge(LLMJudge):
-    """Which of two answers is better? Asked in both orders; the answer under test wins only if
-    both orders prefer it, loses only if both prefer the other, and otherwise it is a tie (a
-    position-swap disagreement is recorded in `details`). Score: win 1, tie 0.5, loss 0."""
+    """Which of two answers is better? Asked in both orders and compared by probability.
+
+    In each order the preference for the answer under test is a margin in [−1, 1]: P(it is
+    better) − P(the other is better), read from the verdict token's log-probabilities (or ±1 / 0
+    from the parsed verdict when the endpoint gives none). A judge that favours a position adds
+    the same bias to answer A in both orders; `position_bias` (measured on labelled pairs by
+    `mallard.evals.alignment.measure_position_bias`, 0 by default) is subtracted from A's side.
+    Each order then prefers the answer under test (margin > `tie_band`), the other one
+    (< −`tie_band`) or neither; the answer wins or loses only when both orders agree, otherwise
+    it is a tie. `details` records both margins, whether the orders agreed before the tie rule,
+    and whether the sampled verdicts alone agreed. Score: win 1, tie 0.5, loss 0."""
 
     system = (
         "You compare two answers of a support assistant to the same customer question. The better "
@@ -392,9 +434,13 @@ class PairwiseJudge(LLMJudge):
         endpoint: str,
         min_kappa: float | None = None,
         threshold: float = 0.75,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
         temperature: float | None = None,
         description: str = "",
+        logprobs: bool = True,
+        reasoning: bool = True,
+        position_bias: float = 0.0,
+        tie_band: float = 0.1,
     ):
         super().__init__(
             name,
@@ -404,7 +450,20 @@ class PairwiseJudge(LLMJudge):
             max_tokens=max_tokens,
             temperature=temperature,
             description=description,
+            logprobs=logprobs,
+            reasoning=reasoning,
         )
+        if not 0.0 <= tie_band < 1.0:
+            raise DeclarationError(f"pairwise judge {name!r}: tie_band must be within [0, 1)")
+        self.position_bias = position_bias
+        self.tie_band = tie_band
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "position_bias": round(self.position_bias, 6),
+            "tie_band": self.tie_band,
+        }
 
     @property
     def pairwise(self) -> bool:
@@ -412,7 +471,7 @@ class PairwiseJudge(LLMJudge):
 
     @property
     def schema(self) -> dict[str, Any]:
-        return _verdict_schema("better", ("A", "B", "tie"))
+        return _verdict_schema("better", ("A", "B", "tie"), self.reasoning)
 
     def missing(self, sample: Sample) -> str | None:
         return None if sample.other_output is not None else "pairwise judge needs a second answer"
@@ -430,6 +489,33 @@ class PairwiseJudge(LLMJudge):
                 "second": second,
             },
         )
+
+    @staticmethod
+    def margin_of(reply: Any) -> tuple[float, str]:
+        """P(A better) − P(B better) of one reply, and the path it was read from."""
+        said = str((reply.parsed or {}).get("better", "tie"))
+        dist = option_distribution(getattr(reply, "logprobs", None), "better", ("A", "B", "tie"))
+        if dist is not None:
+            return dist.p("A") - dist.p("B"), "logprobs"
+        return {"A": 1.0, "B": -1.0}.get(said, 0.0), "parsed"
+
+    def _prefers(self, margin: float) -> str:
+        return "win" if margin > self.tie_band else "loss" if margin < -self.tie_band else "tie"
+
+    def decide(self, forward_a: float, backward_a: float) -> dict[str, Any]:
+        """From the A-minus-B margins of the forward order (answer under test as A) and the
+        backward order (it is B): the outcome and whether the orders agreed."""
+        mine_forward = forward_a - self.position_bias
+        mine_backward = -(backward_a - self.position_bias)
+        first, second = self._prefers(mine_forward), self._prefers(mine_backward)
+        consistent = first == second
+        return {
+            "margin_forward": mine_forward,
+            "margin_backward": mine_backward,
+            "margin": (mine_forward + mine_backward) / 2,
+            "position_consistent": consistent,
+            "outcome": first if consistent else "tie",
+        }
 
     def grade(self, sample: Sample, ctx: GradeContext | None = None) -> Grade:
         why = self.missing(sample)
@@ -449,26 +535,33 @@ class PairwiseJudge(LLMJudge):
             return Grade.failed(
                 f"judge call failed: {type(exc).__name__}: {exc}"[:500], type(exc).__name__
             )
-        forward, backward = (str(r.parsed.get("better", "tie")) for r in replies)
-        # In the forward order the answer under test is A; in the backward order it is B.
-        mine = (
+        forward, backward = (str((r.parsed or {}).get("better", "tie")) for r in replies)
+        (fa, path_f), (ba, path_b) = (self.margin_of(r) for r in replies)
+        decision = self.decide(fa, ba)
+        # The sampled verdicts alone: in the forward order the answer under test is A, then B.
+        sampled = (
             {"A": "win", "B": "loss"}.get(forward, "tie"),
             {"B": "win", "A": "loss"}.get(backward, "tie"),
         )
-        consistent = mine[0] == mine[1]
-        outcome = mine[0] if consistent else "tie"
+        outcome = decision["outcome"]
         score = {"win": 1.0, "tie": 0.5, "loss": 0.0}[outcome]
-        reasons = " | ".join(str(r.parsed.get("reasoning", "")).strip() for r in replies)
-        note = "" if consistent else " (the two orders disagreed: counted as a tie)"
+        reasons = " | ".join(
+            str((r.parsed or {}).get("reasoning", "")).strip() for r in replies
+        ).strip(" |")
+        note = "" if decision["position_consistent"] else " (the two orders disagreed: a tie)"
         grade = self._grade(
             score,
-            f"{outcome}{note}: {reasons}",
+            f"{outcome}{note}; margins {decision['margin_forward']:+.2f} / "
+            f"{decision['margin_backward']:+.2f}" + (f": {reasons}" if reasons else ""),
             raw=score,
             details={
                 "forward": forward,
                 "backward": backward,
-                "position_consistent": consistent,
-                "outcome": outcome,
+                "forward_a_margin": fa,
+                "backward_a_margin": ba,
+                "verdict_path": path_f if path_f == path_b else "mixed",
+                "sampled_consistent": sampled[0] == sampled[1],
+                **decision,
             },
         )
         for reply in replies:
