@@ -13,7 +13,7 @@ revoked or expired: 401), the key's bucket (429 with Retry-After), then the role
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,13 +76,13 @@ class Principal:
         return f"key:{self.prefix}:{self.owner}"
 
 
-def presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    header = headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    other = request.headers.get("x-api-key")
+    other = headers.get("x-api-key")
     return other.strip() if other and other.strip() else None
 
 
@@ -116,45 +116,62 @@ def _unauthenticated(services: Services, reason: str, message: str) -> ApiError:
     )
 
 
+def check_access(
+    services: Services,
+    access: Access,
+    headers: Mapping[str, str],
+    address: str,
+    state: dict[str, Any],
+) -> Principal:
+    """Enforce `access` for a request (its headers and client address); the caller, also kept
+    in the request's `state` for the access and audit logs. Raises the ApiError to answer."""
+    server = services.state
+    _limited(services, f"addr:{address}", "client address", server.address_limit)
+    key = presented_key(headers)
+    if key is None:
+        raise _unauthenticated(
+            services,
+            "missing_key",
+            "this route needs an API key: send `Authorization: Bearer <key>` "
+            "(create one with `mallard keys create`)",
+        )
+    record = server.keys.verify(key)
+    if record is None:
+        raise _unauthenticated(services, "unknown_key", "the API key is not valid")
+    status = record.state()
+    if status != "active":
+        raise _unauthenticated(
+            services, f"{status}_key", f"the API key {record.prefix} is {status}"
+        )
+    principal = Principal(record.prefix, record.owner, record.role, record.scope)
+    state["principal"] = principal
+    limit = Limit(
+        record.rate_per_s or server.key_limit.rate, record.burst or server.key_limit.burst
+    )
+    _limited(services, f"key:{record.prefix}", "key", limit)
+    if not access.allows(record.role, record.scope):
+        services.metrics.auth_failures.labels("forbidden").inc()
+        if record.role in access.roles:
+            why = "ingest-scoped keys may call only the routes that send traffic"
+        else:
+            roles = ", ".join(sorted(access.roles, key=ROLES.index))
+            why = f"this route needs the role {roles}; key {record.prefix} has {record.role}"
+        raise ApiError(403, "forbidden", why, field="header.authorization")
+    return principal
+
+
 def authorize(access: Access) -> Callable[[Request], Principal]:
     """The dependency that enforces `access` and returns the caller."""
 
     def dependency(request: Request) -> Principal:
         services: Services = request.app.state.services
-        state = services.state
-        address = client_address(request)
-        _limited(services, f"addr:{address}", "client address", state.address_limit)
-        key = presented_key(request)
-        if key is None:
-            raise _unauthenticated(
-                services,
-                "missing_key",
-                "this route needs an API key: send `Authorization: Bearer <key>` "
-                "(create one with `mallard keys create`)",
-            )
-        record = state.keys.verify(key)
-        if record is None:
-            raise _unauthenticated(services, "unknown_key", "the API key is not valid")
-        status = record.state()
-        if status != "active":
-            raise _unauthenticated(
-                services, f"{status}_key", f"the API key {record.prefix} is {status}"
-            )
-        principal = Principal(record.prefix, record.owner, record.role, record.scope)
-        request.state.principal = principal
-        limit = Limit(
-            record.rate_per_s or state.key_limit.rate, record.burst or state.key_limit.burst
+        return check_access(
+            services,
+            access,
+            request.headers,
+            client_address(request),
+            request.scope.setdefault("state", {}),
         )
-        _limited(services, f"key:{record.prefix}", "key", limit)
-        if not access.allows(record.role, record.scope):
-            services.metrics.auth_failures.labels("forbidden").inc()
-            if record.role in access.roles:
-                why = "ingest-scoped keys may call only the routes that send traffic"
-            else:
-                roles = ", ".join(sorted(access.roles, key=ROLES.index))
-                why = f"this route needs the role {roles}; key {record.prefix} has {record.role}"
-            raise ApiError(403, "forbidden", why, field="header.authorization")
-        return principal
 
     return dependency
 

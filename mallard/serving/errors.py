@@ -7,6 +7,7 @@ never a stack trace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -103,6 +104,29 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return f"{where}.{text}" if text and where != "body" else (text or where)
 
 
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The 422 for request validation errors (FastAPI's or pydantic's, locations from `body`,
+    `query`, …): the first problem's field and message, and up to 20 problems."""
+    problems: list[dict[str, str]] = []
+    for item in errors:
+        field = _location(item.get("loc", ()))
+        problems.append({"field": field, "message": str(item.get("msg", "invalid"))})
+    first = problems[0] if problems else {"field": "body", "message": "invalid request"}
+    if first["message"].startswith("JSON decode error"):
+        message = "the body is not valid JSON"
+    else:
+        message = f"{first['field']}: {first['message']}"
+        if len(problems) > 1:
+            message += f" (and {len(problems) - 1} more problem(s))"
+    return {
+        "status": 422,
+        "code": "invalid_request",
+        "message": message,
+        "field": first["field"],
+        "problems": problems[:20],
+    }
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -118,25 +142,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems: list[dict[str, str]] = []
-        for item in exc.errors():
-            field = _location(item.get("loc", ()))
-            problems.append({"field": field, "message": str(item.get("msg", "invalid"))})
-        first = problems[0] if problems else {"field": "body", "message": "invalid request"}
-        if first["message"].startswith("JSON decode error"):
-            message = "the body is not valid JSON"
-        else:
-            message = f"{first['field']}: {first['message']}"
-            if len(problems) > 1:
-                message += f" (and {len(problems) - 1} more problem(s))"
-        return error_response(
-            422,
-            "invalid_request",
-            message,
-            field=first["field"],
-            request_id=request_id_of(request),
-            problems=problems[:20],
-        )
+        return error_response(**invalid_request(exc.errors()), request_id=request_id_of(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mallard.config import Settings
+from mallard.features.online import ReadRequest
 from mallard.serving.errors import ApiError
 from mallard.serving.models import check_entity_keys, view_version_label
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from mallard.features.online import OnlineStore
-    from mallard.features.specs import FeatureRegistry, FeatureView
+    from mallard.features.specs import FeatureRef, FeatureRegistry, FeatureView
 
 _TYPES = {"int64": "int64", "float64": "float64", "string": "string", "bool": "bool"}
 _thread_locks: dict[str, threading.Lock] = {}
@@ -45,6 +46,13 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _column(values: list[Any], type_: str) -> list[Any]:
+    """A feature's values as JSON takes them (a float column: NaN as null, the rest as is)."""
+    if type_ == "float64":
+        return [None if value is None or value != value else value for value in values]
+    return [_json_value(value) for value in values]
+
+
 class FeatureService:
     def __init__(
         self, settings: Settings, registry: FeatureRegistry | None, store: OnlineStore | None
@@ -52,6 +60,8 @@ class FeatureService:
         self.settings = settings
         self.registry = registry
         self.store = store
+        # Resolved references (a feature list or a service) → what to read: resolved once.
+        self._plans: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def _require(self) -> tuple[FeatureRegistry, OnlineStore]:
         if self.registry is None or self.store is None:
@@ -65,10 +75,13 @@ class FeatureService:
         features: list[str] | None,
         service: str | None,
     ) -> dict[str, Any]:
-        from mallard.features.materialize import get_online_features
         from mallard.specs import DeclarationError
 
         registry, store = self._require()
+        references = [service] if features is None and service is not None else features
+        planned = self._plans.get(tuple(references or ()))
+        if planned is not None and (features is None) != (service is None):
+            return self._read(registry, store, entities, *planned)
         if (features is None) == (service is None):
             raise ApiError(
                 422,
@@ -103,23 +116,51 @@ class FeatureService:
         key_types: dict[str, str] = {}
         for view in views:
             key_types.update(registry.views[view].join_keys)
-        check_entity_keys(entities, key_types)
-        result = get_online_features(store, registry, entities, references)
-        names = [ref.feature.name for ref in refs]
-        out_rows = []
-        for i in range(len(entities)):
-            out_rows.append(
-                {
-                    "entity": {k: entities[i][k] for k in key_types},
-                    "values": {n: _json_value(result.values[n][i]) for n in names},
-                    "status": {v: result.status[v][i] for v in views},
-                    "stale": {v: result.status[v][i] == "stale" for v in views},
-                    "event_timestamps": {
-                        v: _json_value(result.event_timestamps.get(v, [None] * len(entities))[i])
-                        for v in views
-                    },
-                }
+        requests = [
+            ReadRequest(
+                view,
+                [r.feature.name for r in refs if r.view.name == view],
+                registry.views[view].ttl,
+                list(registry.views[view].join_keys),
             )
+            for view in views
+        ]
+        plan = (refs, views, key_types, requests)
+        if len(self._plans) < 1024:  # the references a deployment asks for are few
+            self._plans[tuple(references)] = plan
+        return self._read(registry, store, entities, *plan)
+
+    def _read(
+        self,
+        registry: FeatureRegistry,
+        store: OnlineStore,
+        entities: list[dict[str, Any]],
+        refs: list[FeatureRef],
+        views: list[str],
+        key_types: dict[str, str],
+        requests: list[ReadRequest],
+    ) -> dict[str, Any]:
+        check_entity_keys(entities, key_types)
+        result = store.read(entities, requests)
+        n = len(entities)
+        columns = {
+            ref.feature.name: _column(result.values[ref.feature.name], ref.feature.type)
+            for ref in refs
+        }
+        status = {v: result.status[v] for v in views}
+        stamps = {
+            v: [_json_value(x) for x in result.event_timestamps.get(v) or [None] * n] for v in views
+        }
+        out_rows = [
+            {
+                "entity": {k: entity[k] for k in key_types},
+                "values": {name: column[i] for name, column in columns.items()},
+                "status": {v: status[v][i] for v in views},
+                "stale": {v: status[v][i] == "stale" for v in views},
+                "event_timestamps": {v: stamps[v][i] for v in views},
+            }
+            for i, entity in enumerate(entities)
+        ]
         ttls = {v: registry.views[v].ttl for v in views}
         return {
             "rows": out_rows,

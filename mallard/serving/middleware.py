@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from mallard.serving.audit import AuditEvent
 from mallard.serving.errors import error_body
+from mallard.serving.lean import serve as serve_lean
 
 if TYPE_CHECKING:
     from mallard.serving.app import Services
@@ -170,3 +171,28 @@ class ServingMiddleware:
             await anyio.to_thread.run_sync(self.services.state.audit.record, event)
         except Exception:  # noqa: BLE001 - the refusal still goes out; the failure is logged
             error_log.exception("audit record failed", extra={"request_id": request_id})
+
+
+class LeanDispatch:
+    """The outermost layer: a request for a route with a lean path (mallard/serving/lean.py) is
+    answered there, inside `ServingMiddleware` (request id, size limit, errors, metrics, the
+    access log) but outside Starlette's and FastAPI's own middleware; every other request goes
+    to the app."""
+
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.services = services
+        self.lean = ServingMiddleware(self._serve, services)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = self.services.lean[(scope["method"], scope["path"])]
+        await serve_lean(route, self.services, scope, receive, send)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and (scope.get("method"), scope.get("path")) in self.services.lean
+        ):
+            await self.lean(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mallard.features.online import OnlineStore
-    from mallard.features.specs import FeatureRegistry
+    from mallard.features.specs import FeatureRegistry, FeatureView
     from mallard.models.explain import RowExplainer
     from mallard.models.loading import LoadedModel
     from mallard.models.specs import Canary
@@ -116,13 +116,24 @@ class Inputs:
     ood_scores: list[float | None] = field(default_factory=list)
 
 
+_labels: dict[tuple[str, str], tuple[FeatureView, str]] = {}
+
+
 def view_version_label(settings: Settings, registry: FeatureRegistry, view_name: str) -> str | None:
-    """The version label (`view@vN`) of a view's current definition, None if never computed."""
+    """The version label (`view@vN`) of a view's current definition, None if never computed.
+
+    A definition keeps its number once it has one (versions.json only grows), so a label found
+    is kept for the process."""
     from mallard.features.versions import list_versions
 
     view = registry.views[view_name]
+    key = (str(settings.lake_dir), view_name)
+    found = _labels.get(key)
+    if found is not None and found[0] is view:
+        return found[1]
     for version in list_versions(settings, view_name):
         if version.content_hash == view.version_hash:
+            _labels[key] = (view, version.label)
             return version.label
     return None
 
@@ -220,6 +231,7 @@ class ModelService:
         self._loading: dict[tuple[str, int], threading.Lock] = {}
         self._background: set[tuple[str, int]] = set()
         self._challengers: dict[str, tuple[float, Challenger]] = {}
+        self._refreshing: set[tuple[Any, ...]] = set()
         self._schemas: dict[str, dict[int, InputSchema]] = {}
         self._schema_scans: dict[str, float] = {}
         self._key_types: dict[str, dict[str, str]] = {}
@@ -240,12 +252,45 @@ class ModelService:
         return model
 
     def _alias_version(self, name: str, alias: str) -> int:
+        """The version an alias points at: from the cache, re-read in the background once older
+        than `alias_ttl_s` (no request waits for the registry after the first)."""
+        key = (name, alias)
+        cached = self._aliases.get(key)
+        if cached is None:
+            return self._read_alias(name, alias)
+        if time.monotonic() - cached[0] >= self.alias_ttl_s:
+            self._in_background(("alias", name, alias), self._refresh_alias, name, alias)
+        return cached[1]
+
+    def _refresh_alias(self, name: str, alias: str) -> None:
+        try:
+            self._read_alias(name, alias)
+        except ApiError:  # the alias is gone: the next request asks the registry itself
+            self._aliases.pop((name, alias), None)
+
+    def _in_background(self, key: tuple[Any, ...], target: Callable[..., Any], *args: Any) -> None:
+        """Run `target(*args)` in a thread, at most one at a time per `key`; a failure is logged
+        and the cached answer stays (the registry unreachable: serve what was resolved)."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception:  # noqa: BLE001 - the cached answer keeps serving
+                log.warning("refreshing %s failed", key, exc_info=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key)
+
+        threading.Thread(target=run, name=f"mallard-refresh-{key[1]}", daemon=True).start()
+
+    def _read_alias(self, name: str, alias: str) -> int:
         from mallard.models.registry import client, version_for_alias
 
         key = (name, alias)
-        cached = self._aliases.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.alias_ttl_s:
-            return cached[1]
         mv = version_for_alias(client(self.settings), name, alias)
         if mv is None:
             raise ApiError(
@@ -322,8 +367,13 @@ class ModelService:
         if rule is None:
             return None
         cached = self._challengers.get(served.name)
-        if cached is not None and time.monotonic() - cached[0] < self.alias_ttl_s:
-            return cached[1]
+        if cached is None:
+            return self._resolve_challenger(served, rule)
+        if time.monotonic() - cached[0] >= self.alias_ttl_s:
+            self._in_background(("challenger", served.name), self._resolve_challenger, served, rule)
+        return cached[1]
+
+    def _resolve_challenger(self, served: ServedModel, rule: Canary) -> Challenger:
         try:
             found = self._find_challenger(served, rule)
         except Exception as exc:  # noqa: BLE001 - the champion answers; /v1/models says why

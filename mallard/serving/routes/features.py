@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
@@ -17,6 +17,9 @@ from mallard.serving.schemas import (
     PushResponse,
 )
 
+if TYPE_CHECKING:
+    from mallard.serving.app import Services
+
 router = APIRouter(prefix="/v1/features", tags=["features"])
 PUSH = Access(WRITERS, ingest=True, mutating=True, action="features.push")
 
@@ -27,7 +30,16 @@ PUSH = Access(WRITERS, ingest=True, mutating=True, action="features.push")
 def online_features(body: OnlineFeaturesRequest, request: Request) -> dict[str, Any]:
     """Values for entity keys, by `view:feature` references or a feature service, with each
     view's staleness (its ttl) and the view version that served them."""
-    return services(request).features.online(body.entities, body.features, body.service)
+    return _online(services(request), body)
+
+
+def _online(s: Services, body: OnlineFeaturesRequest) -> dict[str, Any]:
+    return s.features.online(body.entities, body.features, body.service)
+
+
+# Also answered on the lean path (mallard/serving/lean.py): the same call, without FastAPI's
+# per-request machinery.
+online_features.lean = (OnlineFeaturesRequest, _online)  # type: ignore[attr-defined]
 
 
 @route(
