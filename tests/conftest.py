@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -10,9 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-TEST_END_DATE = dt.date(2026, 6, 30)
-TEST_SCALE = 0.1  # 2,000 customers
+from sample_dates import TEST_END_DATE, TEST_SCALE
 
 
 def pytest_configure(config: pytest.Config) -> None:

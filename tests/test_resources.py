@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import pytest
-from conftest import TEST_END_DATE
+from sample_dates import TEST_END_DATE
 
 from mallard.config import ConfigError
 from resources import (

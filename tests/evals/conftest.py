@@ -3,25 +3,16 @@ files (copied, not generated), and a prompt registry with the support-assistant 
 
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from mallard.config import load_settings
 
-HELPCENTRE = Path(__file__).resolve().parents[2] / "mallard" / "sample_world" / "helpcentre"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def seed_home(home: Path) -> None:
-    target = home / "sample" / "helpcentre"
-    target.mkdir(parents=True, exist_ok=True)
-    for name, source in (
-        ("articles.jsonl", "articles.jsonl"),
-        ("eval_questions.jsonl", "questions.jsonl"),
-        ("calibration.jsonl", "calibration.jsonl"),
-    ):
-        shutil.copyfile(HELPCENTRE / source, target / name)
+from evals_helpers import seed_home  # noqa: E402
 
 
 @pytest.fixture

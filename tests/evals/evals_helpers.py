@@ -5,9 +5,24 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 from mallard.llm.endpoints import BreakerPolicy, Endpoint, RetryPolicy
+
+HELPCENTRE = Path(__file__).resolve().parents[2] / "mallard" / "sample_world" / "helpcentre"
+
+
+def seed_home(home: Path) -> None:
+    target = home / "sample" / "helpcentre"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, source in (
+        ("articles.jsonl", "articles.jsonl"),
+        ("eval_questions.jsonl", "questions.jsonl"),
+        ("calibration.jsonl", "calibration.jsonl"),
+    ):
+        shutil.copyfile(HELPCENTRE / source, target / name)
 
 
 def endpoint(name: str, server: Any, **overrides: Any) -> Endpoint:

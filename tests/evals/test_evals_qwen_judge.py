@@ -9,7 +9,7 @@ so the gate treats them as untrusted. SmolLM2 (κ ≈ 0) is the contrast.
 from __future__ import annotations
 
 import pytest
-from conftest import HELPCENTRE, seed_home
+from evals_helpers import HELPCENTRE, seed_home
 
 pytestmark = pytest.mark.slow
 

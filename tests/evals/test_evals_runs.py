@@ -5,8 +5,13 @@ the pairwise judge, calibration, and the promotion gate moving (or not moving) `
 from __future__ import annotations
 
 import pytest
-from conftest import HELPCENTRE
-from evals_helpers import ArticleRetriever, endpoint, register_support_prompts, scripted_reply
+from evals_helpers import (
+    HELPCENTRE,
+    ArticleRetriever,
+    endpoint,
+    register_support_prompts,
+    scripted_reply,
+)
 
 from catalog.chains import HELPCENTRE as HELPCENTRE_CORPUS
 from mallard.evals import store

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import seed_home
+from evals_helpers import seed_home
 
 from cli.evals import evals
 

@@ -13,9 +13,9 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from sample_dates import TEST_END_DATE
 
 MODEL_TEST_CUSTOMERS = 6_000
-TEST_END_DATE = dt.date(2026, 6, 30)  # as tests/conftest.py
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import Server, auth, metric_samples
+from serving_helpers import Server, auth, metric_samples
 from world import CANARY_MODEL, MODEL, PROMPT, SCHEMA_MODEL, STRICT, World
 
 from mallard.config import load_settings

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Server, auth, metric_samples
+from serving_helpers import Server, auth, metric_samples
 from world import World
 
 from mallard.config import load_settings

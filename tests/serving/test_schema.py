@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from conftest import auth
+from serving_helpers import auth
 from world import OPTIONAL_FEATURE, SCHEMA_MODEL, World, register_version
 
 from mallard.serving.schema_versions import InputSchema, SchemaField, adapt_rows, changes

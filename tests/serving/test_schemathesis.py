@@ -15,7 +15,7 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import Server, auth
+from serving_helpers import Server, auth
 from world import CANARY_MODEL, MODEL, PROMPT, SCHEMA_MODEL, STRICT
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HERE, ROOT, SERVER_SETTINGS, Server, free_port, server_env, start
+from serving_helpers import HERE, ROOT, SERVER_SETTINGS, Server, free_port, server_env, start
 from world import World
 
 from mallard.sdk import MallardClient, PromptError, PromptUnavailable

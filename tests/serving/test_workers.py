@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, auth, free_port, metric_samples, server_env, start
+from serving_helpers import Server, auth, free_port, metric_samples, server_env, start
 
 from mallard.config import load_settings
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 import httpx
-from conftest import HERE, SERVER_SETTINGS, Server, auth, free_port, server_env, start
+from serving_helpers import HERE, SERVER_SETTINGS, Server, auth, free_port, server_env, start
 from world import MODEL, World
 
 from mallard.config import load_settings

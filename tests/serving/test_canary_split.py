@@ -8,8 +8,8 @@ import json
 import time
 
 import httpx
-from conftest import auth, metric_samples
 from server_app import CANARY_SHARE
+from serving_helpers import auth, metric_samples
 from world import CANARY_MODEL, World, register_version
 
 from mallard.config import load_settings
