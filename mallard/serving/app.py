@@ -11,70 +11,27 @@ also written into the OpenAPI document as `x-mallard-access`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI
 
 from mallard.config import Settings
-from mallard.serving.auth import Access
+from mallard.serving.access import Access
 from mallard.serving.errors import install_error_handlers
 from mallard.serving.features import FeatureService
-from mallard.serving.lean import LeanRoute
 from mallard.serving.metrics import ServerMetrics
 from mallard.serving.middleware import LeanDispatch, ServingMiddleware
-from mallard.serving.models import ModelService, ServedModel
-from mallard.serving.state import ServerState
-
-if TYPE_CHECKING:
-    from mallard.features.online import OnlineStore
-    from mallard.features.specs import FeatureRegistry
-    from mallard.lake.buffer import DurableBuffer
-    from mallard.llm.prompts import PromptRegistry
+from mallard.serving.models import ModelService
+from mallard.serving.services import LeanRoute, Services, ServingClients
 
 log = logging.getLogger(__name__)
 API_VERSION = "v1"
-
-
-@dataclass
-class ServingClients:
-    """What the server is handed: built by the deployment's resources, closed by `close`."""
-
-    state: ServerState
-    online_store: OnlineStore | None = None
-    feature_registry: FeatureRegistry | None = None
-    prompts: PromptRegistry | None = None
-    prediction_log: DurableBuffer | None = None
-    models: Sequence[ServedModel] = ()
-    close: Callable[[], None] | None = None
-
-
-@dataclass
-class Services:
-    """Everything a route uses, on `app.state.services`."""
-
-    settings: Settings
-    clients: ServingClients
-    metrics: ServerMetrics
-    models: ModelService
-    features: FeatureService
-    started_at: float = field(default_factory=time.time)
-    access: dict[tuple[str, str], Access] = field(default_factory=dict)
-    lean: dict[tuple[str, str], LeanRoute] = field(default_factory=dict)  # (method, path)
-
-    @property
-    def state(self) -> ServerState:
-        return self.clients.state
-
-    def access_of(self, route: Any, method: str) -> Access | None:
-        path = getattr(route, "path", None)
-        return None if path is None else self.access.get((method, path))
 
 
 def create_app(
@@ -108,8 +65,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if clients.prediction_log is not None:
-            clients.prediction_log.start()  # its first flush replays what a killed server left
+        for buffer in (clients.prediction_log, clients.traces):
+            if buffer is not None:
+                buffer.start()  # its first flush replays what a killed server left
         settle_heap()
         if warm_up and clients.models:
             threading.Thread(
@@ -118,8 +76,9 @@ def create_app(
         try:
             yield
         finally:
-            if clients.prediction_log is not None:
-                clients.prediction_log.close()
+            for buffer in (clients.prediction_log, clients.traces):
+                if buffer is not None:
+                    buffer.close()
             if clients.close is not None:
                 clients.close()
 
@@ -154,6 +113,19 @@ def create_app(
                 services.lean[(method, api_route.path)] = LeanRoute(
                     api_route, declared, body_model, call, _local_stores
                 )
+    # MALLARD_HOME/reports (plots, Evidently reports) at a fixed URL, public and read-only, for the
+    # Dagster UI's links and images: files only (StaticFiles lists no folder and serves nothing
+    # outside it); a folder's index.html is its page.
+    from fastapi.staticfiles import StaticFiles
+
+    if not settings.reports_dir.exists():
+        with contextlib.suppress(OSError):  # a read-only home: served once it has reports
+            settings.reports_dir.mkdir(parents=True)
+    app.mount(
+        "/reports",
+        StaticFiles(directory=settings.reports_dir, html=True, check_dir=False),
+        name="reports",
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(ServingMiddleware, services=services)
     if services.lean:  # the lean routes are answered before Starlette's own middleware

@@ -21,47 +21,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from mallard.serving.access import Access
 from mallard.serving.errors import ApiError
 from mallard.serving.keys import ROLES
 from mallard.serving.ratelimit import Limit
 
 if TYPE_CHECKING:
-    from mallard.serving.app import Services
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may call a route. No roles: public (no key, no rate limit: probes and the docs)."""
-
-    roles: frozenset[str]
-    ingest: bool = False  # an ingest-scoped key may call it
-    mutating: bool = False  # every call (allowed or refused) is recorded in the audit log
-    action: str = ""  # the audit action of a mutating route
-
-    @property
-    def public(self) -> bool:
-        return not self.roles
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "public": self.public,
-            "roles": sorted(self.roles, key=ROLES.index),
-            "ingest": self.ingest,
-            "audited": self.mutating,
-        }
-
-    def allows(self, role: str | None, scope: str | None) -> bool:
-        if self.public:
-            return True
-        if role not in self.roles:
-            return False
-        return scope != "ingest" or self.ingest
-
-
-PUBLIC = Access(frozenset())
-READERS = frozenset({"admin", "developer", "viewer"})
-WRITERS = frozenset({"admin", "developer"})
-ADMINS = frozenset({"admin"})
+    from mallard.serving.services import Services
 
 
 @dataclass(frozen=True)

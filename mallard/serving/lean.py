@@ -20,31 +20,17 @@ from __future__ import annotations
 
 import email.message
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from mallard.serving.auth import Access, check_access
+from mallard.serving.auth import check_access
 from mallard.serving.errors import STATUS_CODES, ApiError, error_body, invalid_request
 
 if TYPE_CHECKING:
-    from mallard.serving.app import Services
-
-
-@dataclass(frozen=True)
-class LeanRoute:
-    """A route served on the lean path: its FastAPI route (template, declared access), its body
-    model and the call that answers it."""
-
-    route: Any  # the APIRoute: scope["route"] for the metrics and the access log
-    access: Access
-    body_model: type[BaseModel]
-    call: Callable[[Services, Any], dict[str, Any]]
-    inline: Callable[[Services], bool]  # whether the call may run on the event loop
+    from mallard.serving.services import LeanRoute, Services
 
 
 class _Invalid(Exception):

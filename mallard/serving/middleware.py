@@ -28,7 +28,7 @@ from mallard.serving.errors import error_body
 from mallard.serving.lean import serve as serve_lean
 
 if TYPE_CHECKING:
-    from mallard.serving.app import Services
+    from mallard.serving.services import Services
 
 access_log = logging.getLogger("mallard.serving.access")
 error_log = logging.getLogger("mallard.serving.error")

@@ -11,8 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request
 
+from mallard.serving.access import ADMINS, Access
 from mallard.serving.audit import AuditEvent
-from mallard.serving.auth import ADMINS, Access, route
+from mallard.serving.auth import route
 from mallard.serving.errors import ApiError
 from mallard.serving.keys import KeyOperationError
 from mallard.serving.routes.common import client, principal, request_id, services

@@ -9,7 +9,7 @@ from fastapi import Request
 from mallard.serving.auth import Principal
 
 if TYPE_CHECKING:
-    from mallard.serving.app import Services
+    from mallard.serving.services import Services
 
 
 def services(request: Request) -> Services:

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
+from mallard.serving.access import READERS, WRITERS, Access
 from mallard.serving.audit import AuditEvent
-from mallard.serving.auth import READERS, WRITERS, Access, route
+from mallard.serving.auth import route
 from mallard.serving.errors import ApiError
 from mallard.serving.routes.common import client, principal, request_id, services
 from mallard.serving.schemas import (
@@ -18,7 +19,7 @@ from mallard.serving.schemas import (
 )
 
 if TYPE_CHECKING:
-    from mallard.serving.app import Services
+    from mallard.serving.services import Services
 
 router = APIRouter(prefix="/v1/features", tags=["features"])
 PUSH = Access(WRITERS, ingest=True, mutating=True, action="features.push")

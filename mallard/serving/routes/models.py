@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from mallard.serving.auth import READERS, WRITERS, Access, route
+from mallard.serving.access import READERS, WRITERS, Access
+from mallard.serving.auth import route
 from mallard.serving.errors import ApiError
 from mallard.serving.models import Group, Inputs, ModelService, ServedModel, split_keys
 from mallard.serving.routes.common import request_id, services

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from mallard.serving.auth import READERS, Access, route
+from mallard.serving.access import READERS, Access
+from mallard.serving.auth import route
 from mallard.serving.errors import ApiError
 from mallard.serving.routes.common import services
 from mallard.serving.schemas import PromptResponse

@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from mallard.serving.auth import PUBLIC, READERS, Access, route
+from mallard.serving.access import PUBLIC, READERS, Access
+from mallard.serving.auth import route
 from mallard.serving.routes.common import principal, services
 
 router = APIRouter()
