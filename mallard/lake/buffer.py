@@ -16,6 +16,10 @@ the deletion). A torn last line (a write the crash interrupted, never acknowledg
 
 `DeltaSink` is the sink for a Delta table (the prediction log, traces): rows are decoded to the
 table's Arrow schema, appended in one commit that carries the segment names in its metadata.
+
+Backpressure: with `max_pending_rows`, an append that would leave more rows acknowledged and
+not yet committed raises `BufferFull` (nothing of it is written) with the seconds after which a
+retry should find room; the caller answers 429 or 503 with Retry-After. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -42,6 +46,21 @@ log = logging.getLogger(__name__)
 
 SEGMENTS_KEY = "mallard.buffer_segments"
 SUFFIX = ".wal"
+
+
+class BufferFull(Exception):
+    """The buffer holds `max_pending_rows` acknowledged rows its sink has not committed yet:
+    the rows offered were not written; retry after `retry_after_s`."""
+
+    def __init__(self, name: str, pending: int, limit: int, retry_after_s: float, failing: bool):
+        super().__init__(
+            f"buffer {name} holds {pending} rows not yet committed (at most {limit}); "
+            f"retry after {retry_after_s:.0f} s"
+        )
+        self.pending = pending
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.failing = failing  # the sink's last flush failed (not just slow)
 
 
 class BufferSink(Protocol):
@@ -122,6 +141,7 @@ class DurableBuffer:
         flush_rows: int = 1000,
         flush_interval_s: float = 2.0,
         name: str = "buffer",
+        max_pending_rows: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -129,6 +149,7 @@ class DurableBuffer:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.name = name
+        self.max_pending_rows = max_pending_rows
         self._lock = threading.Lock()  # the current segment: writes and rotation
         self._sync_lock = threading.Lock()  # fsyncs (one covers every write before it)
         self._flush_lock = threading.Lock()
@@ -141,6 +162,8 @@ class DurableBuffer:
         self.committed_rows = 0
         self.commits = 0
         self.replayed_segments = 0
+        self.refused_rows = 0  # offered while the buffer was full (never written)
+        self.last_flush_s = 0.0
         self.last_error: str | None = None
         _live.add(self)
 
@@ -161,6 +184,17 @@ class DurableBuffer:
             raise RuntimeError(f"buffer {self.name} is closed")
         line = json.dumps(list(rows), default=_encode, separators=(",", ":")).encode() + b"\n"
         with self._lock:
+            limit = self.max_pending_rows
+            if limit is not None and self._pending and self._pending + len(rows) > limit:
+                self.refused_rows += len(rows)
+                self._wake.set()
+                raise BufferFull(
+                    self.name,
+                    self._pending,
+                    limit,
+                    self.retry_after_s(),
+                    failing=self.last_error is not None,
+                )
             segment = self._segment
             if segment is None:
                 segment = self._segment = self._new_segment()
@@ -190,6 +224,10 @@ class DurableBuffer:
     def pending(self) -> int:
         """Rows acknowledged and not yet committed (by this process)."""
         return self._pending
+
+    def retry_after_s(self) -> float:
+        """When a refused append should be retried: about one flush from now."""
+        return max(1.0, self.flush_interval_s, self.last_flush_s)
 
     # -- flushing --------------------------------------------------------------------------------
     def start(self) -> DurableBuffer:
@@ -251,6 +289,7 @@ class DurableBuffer:
         """Commit every waiting row (this process's, and dead processes' segments) in one commit;
         returns the number of rows committed."""
         with self._flush_lock:
+            started = time.perf_counter()
             self._seal()
             self._adopt_orphans()
             batch = list(self._sealed)
@@ -272,6 +311,7 @@ class DurableBuffer:
             with self._lock:
                 self._pending = max(0, self._pending - own_rows)
             self.last_error = None
+            self.last_flush_s = time.perf_counter() - started
             return len(rows)
 
     def close(self) -> None:

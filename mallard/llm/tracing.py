@@ -1,4 +1,6 @@
-"""Buffered trace recording: each client call becomes a row of `mallard.traces.schema`.
+"""Buffered trace recording: each client call becomes a row of `mallard.traces.schema`, a
+one-span trace (span id `CALL_SPAN_ID`, kind `llm`) marked with the `run_id` of
+the run that made it, so that grading never reads Mallard's own calls as production traffic.
 
 Rows are appended to an in-memory buffer (a list append under a lock, on the hot path) and written
 to the `traces` Delta table by a background thread every `flush_interval_s` seconds, when
@@ -18,12 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mallard.traces.schema import TRACE_COLUMNS
+from mallard.traces.schema import CALL_SPAN_ID, TRACE_COLUMNS
 
 log = logging.getLogger(__name__)
 
 _DEFAULTS: dict[str, Any] = {
+    "parent_span_id": "",
+    "span_kind": "llm",
+    "span_name": "",
     "endpoint": "",
+    "provider": "",
     "model": "",
     "prompt_name": "",
     "prompt_version": 0,
@@ -58,6 +64,7 @@ def trace_row(**values: Any) -> dict[str, Any]:
         )
     row = {**_DEFAULTS, **values}
     row.setdefault("trace_id", new_trace_id())
+    row.setdefault("span_id", CALL_SPAN_ID)  # each call is a one-span trace
     row.setdefault("timestamp", datetime.now(UTC))
     if not isinstance(row["attributes"], str):
         row["attributes"] = json.dumps(row["attributes"], default=str, sort_keys=True)
@@ -85,6 +92,7 @@ class TraceRecorder:
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._migrated = False
         self.written = 0
         self.commits = 0
         self.dropped = 0
@@ -131,8 +139,12 @@ class TraceRecorder:
                 import pyarrow as pa
                 from deltalake import write_deltalake
 
+                from mallard.traces.migrate import migrate
                 from mallard.traces.schema import trace_schema
 
+                if not self._migrated:  # a table of calls becomes one of spans first
+                    migrate(self.table_path)
+                    self._migrated = True
                 table = pa.Table.from_pylist(rows, schema=trace_schema())
                 self.table_path.parent.mkdir(parents=True, exist_ok=True)
                 write_deltalake(str(self.table_path), table, mode="append")

@@ -561,7 +561,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
     """Production assistant traces; from `trace_regression_day` a prompt that ignores context."""
-    from mallard.traces.schema import trace_schema
+    from mallard.traces.schema import CALL_SPAN_ID, trace_schema
 
     rng = np.random.default_rng(spec.seed + 1)
     articles = {a["article_id"]: a for a in _read_jsonl(HELPCENTRE_DIR / "articles.jsonl")}
@@ -599,6 +599,11 @@ def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
             rows.append(
                 {
                     "trace_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+                    "span_id": CALL_SPAN_ID,  # each call is a one-span trace
+                    "parent_span_id": "",
+                    "span_kind": "llm",
+                    "span_name": "",
+                    "provider": "",
                     "timestamp": when,
                     "endpoint": "local-qwen-1.5b" if fallback else "openai-gpt-4o-mini",
                     "model": model,
