@@ -75,7 +75,8 @@ class TraceStore:
         return DeltaTable(str(self.table_path)).version()
 
     def arrow(self, columns: list[str] | None = None) -> Any:
-        """The table as Arrow in the current schema (an old table is upgraded as it is read)."""
+        """The table as Arrow in the current schema (an old table is upgraded as it is read),
+        one row per (trace_id, span_id)."""
         from deltalake import DeltaTable
 
         from mallard.traces.migrate import upgrade
@@ -83,7 +84,7 @@ class TraceStore:
 
         if not self.exists():
             return trace_schema().empty_table()
-        table = upgrade(DeltaTable(str(self.table_path)).to_pyarrow_table())
+        table = once_per_key(upgrade(DeltaTable(str(self.table_path)).to_pyarrow_table()))
         return table.select(columns) if columns else table
 
     def read(self) -> list[dict[str, Any]]:
@@ -186,6 +187,24 @@ class TraceStore:
             "per_model": _records(per_model),
             "per_prompt_version": _records(per_prompt),
         }
+
+
+def once_per_key(table: Any) -> Any:
+    """`table` with one row per (trace_id, span_id), the first. A flush skips the keys the table
+    holds, but two server workers flushing the same retried batch at once both append it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return table
+    keys = table.select(["trace_id", "span_id"]).append_column(
+        "row", pa.array(range(table.num_rows), type=pa.int64())
+    )
+    first = keys.group_by(["trace_id", "span_id"], use_threads=False).aggregate([("row", "min")])
+    if first.num_rows == table.num_rows:
+        return table
+    rows = first.column("row_min")
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
