@@ -20,7 +20,7 @@ schema that stands for the whole trace (`parent_span_id` empty):
 6. A trace whose root span failed while the generation did not is an error, with the root's error.
 
 A one-span trace (a call recorded as one row: the sample world, Mallard's own calls) is its own
-gradeable row.
+gradeable row. A span that appears twice (the same `span_id`) counts once.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def gradeable_row(
     """The gradeable row of one trace's spans, or None (Mallard's own, or no LLM span)."""
     if not spans:
         return None
+    once: dict[Any, dict[str, Any]] = {}
+    for span in spans:  # a span stored twice (two workers flushing one retry) counts once
+        once.setdefault(span["span_id"], span)
+    spans = list(once.values())
     if not include_own and any(s.get("run_id") for s in spans):
         return None
     ordered = sorted(spans, key=lambda s: s["timestamp"])

@@ -8,6 +8,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from mallard.llm.tracing import trace_row
+from mallard.traces.gradeable import gradeable_row
 from mallard.traces.schema import trace_schema
 from mallard.traces.store import TraceStore
 
@@ -24,6 +25,10 @@ def test_a_span_two_workers_appended_is_read_once(tmp_path) -> None:
     assert len(store.spans("a" * 32)) == 1
     assert store.summary()["spans"] == 2
     assert len(store.gradeable()) == 2
+    # A reader of the raw table (online evaluation reads a Delta version) gets both copies; the
+    # gradeable row counts the span once.
+    stored = [{**span, "prompt_tokens": 7}, {**span, "prompt_tokens": 7}]
+    assert gradeable_row(stored)["prompt_tokens"] == 7
 
 
 def test_mallards_own_calls_stay_marked_and_are_never_graded(tmp_path) -> None:
