@@ -115,3 +115,43 @@ def test_a_full_buffer_answers_429_and_a_retrying_client_loses_nothing(tmp_path)
         assert 'mallard_trace_batches_refused_total{reason="buffer_full"}' in metrics
     finally:
         server.stop()
+
+
+def test_a_failing_lake_answers_503_and_the_acknowledged_spans_land_once_it_is_back(
+    tmp_path,
+) -> None:
+    home = tmp_path / "home"
+    keys = make_keys(home)
+    store = trace_store(load_settings(home=home))
+    store.table_path.parent.mkdir(parents=True, exist_ok=True)
+    store.table_path.write_text("not a table")  # every flush fails: the lake is broken
+    server = start_server(
+        home, tmp_path / "failing.jsonl", "--flush-s", "0.2", "--max-pending", "200"
+    )
+    try:
+        acknowledged: list[tuple[str, str]] = []
+        refused: httpx.Response | None = None
+        with httpx.Client(timeout=30) as client:
+            for _ in range(10):
+                message, batch = llm_spans(100)
+                response = client.post(
+                    server.url + OTLP,
+                    content=message.SerializeToString(),
+                    headers={**PROTOBUF, **auth(keys["ingest"])},
+                )
+                if response.status_code == 200:
+                    acknowledged += batch
+                    time.sleep(0.5)  # a flush fails in between
+                    continue
+                refused = response
+                break
+        assert refused is not None and refused.status_code == 503, refused
+        assert refused.json()["error"]["code"] == "unavailable"
+        assert "last flush failed" in refused.json()["error"]["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert acknowledged
+        store.table_path.unlink()  # the lake is back
+        held = wait_for(lambda: set(acknowledged) <= set(_keys_in(store)) and _keys_in(store))
+        assert len(held) == len(acknowledged)  # every acknowledged span, none of the refused
+    finally:
+        server.stop()
