@@ -1,0 +1,272 @@
+"""Online evals as hourly assets: `online_evals/<name>`, one per declaration in
+catalog/online_evals.py, and its job `online_eval_<name>`.
+
+A run grades the production traces of its hours (one run for a range of hours: a single-run
+backfill) that the eval's filter and sample take and that are ready (the delay has passed),
+each (trace, grader version) once, and appends the grades to `online_scores`. Each hour's
+materialization records its traces, scores, pass rates and cost of grading; the run's records a
+plot of the pass rate per hour and grader. The `online_evals` sensor launches these runs as
+traces arrive (sensors/online_evals.py); a run launched from the UI grades whatever of its
+hours is still ungraded.
+"""
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.common import markdown_table, png_markdown
+from assets.names import hour_key, online_eval_job, online_eval_key
+from catalog.online_evals import ONLINE_CATALOG, ONLINE_EVALS
+from mallard.config import get_settings
+from mallard.evals.online import OnlineEval, OnlineEvalCatalog
+from resources import LakeResource, LLMResource, PromptRegistryResource, TraceStoreResource
+
+PARTITIONS_START = dt.datetime.combine(get_settings().sample_start_date, dt.time(), tzinfo=dt.UTC)
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=PARTITIONS_START.strftime("%Y-%m-%d-%H:%M"), end_offset=1
+)
+TREND_HOURS = 48
+
+
+class OnlineEvalConfig(dg.Config):
+    """What the sensor pins for a run; the defaults grade what is ready when the run starts."""
+
+    traces_version: int = -1
+    """Delta version of the traces table to read (-1: the current one)."""
+    cutoff: str = ""
+    """ISO time: traces whose newest span started after it are left (empty: now − delay)."""
+    trace_ids: list[str] = []
+    """The traces to grade (empty: every ready, ungraded trace of the run's hours)."""
+
+
+def _label_version(spec: OnlineEval, prompts: PromptRegistryResource) -> int | None:
+    if not (spec.prompt and spec.prompt_label):
+        return None
+    try:
+        return prompts.registry().labels(spec.prompt).get(spec.prompt_label)
+    except Exception:  # noqa: BLE001 - an unregistered prompt: its label points nowhere
+        return None
+
+
+def summarize(scores: Any) -> list[dict[str, Any]]:
+    """Per grader: graded traces, errors, mean score, pass rate (errors left out), cost of
+    grading and whether its judges are trusted."""
+    out = []
+    for name, group in scores.groupby("grader", sort=True):
+        ok = group[group["error"] == ""]
+        out.append(
+            {
+                "grader": name,
+                "traces": int(group["trace_id"].nunique()),
+                "errors": int(len(group) - len(ok)),
+                "mean_score": round(float(ok["score"].mean()), 4) if len(ok) else None,
+                "pass_rate": round(float(ok["passed"].mean()), 4) if len(ok) else None,
+                "cost_usd": round(float(group["cost_usd"].sum()), 6),
+                "trusted": bool(group["trusted"].all()),
+            }
+        )
+    return out
+
+
+def per_version(scores: Any) -> list[dict[str, Any]]:
+    """Pass rate per prompt version and grader (errors left out)."""
+    ok = scores[scores["error"] == ""]
+    rows = []
+    for (prompt, version, name), group in ok.groupby(
+        ["prompt_name", "prompt_version", "grader"], sort=True
+    ):
+        rows.append(
+            {
+                "prompt": prompt,
+                "version": int(version),
+                "grader": name,
+                "traces": int(len(group)),
+                "pass_rate": round(float(group["passed"].mean()), 4),
+            }
+        )
+    return rows
+
+
+def pass_rate_plot(scores: Any, path: Path, title: str) -> Path:
+    """Pass rate per hour, one line per grader, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = scores[scores["error"] == ""]
+    fig, ax = plt.subplots(figsize=(8, 2.8), dpi=90)
+    for name, group in ok.groupby("grader", sort=True):
+        rate = group.groupby("hour")["passed"].mean()
+        ax.plot(rate.index, rate.values, marker=".", lw=1, label=name)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("pass rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7, ncol=3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_online_eval_asset(
+    spec: OnlineEval, catalog: OnlineEvalCatalog = ONLINE_CATALOG
+) -> dg.AssetsDefinition:
+    """The hourly asset of one online eval (its graders resolved in `catalog`)."""
+    graders = catalog.graders(spec.name)
+    with_judges = any(g.judges for g in graders)
+
+    @dg.asset(
+        key=online_eval_key(spec.name),
+        group_name="llm_online",
+        description=spec.description or f"Online eval {spec.name}: {', '.join(spec.grader_names)}",
+        partitions_def=hourly_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta"},
+        metadata={
+            "graders": ", ".join(spec.grader_names),
+            "sampling_rate": spec.sampling_rate,
+            "delay_s": spec.delay.total_seconds(),
+            "filter": dg.MetadataValue.json(
+                {
+                    "prompt": spec.prompt,
+                    "prompt_label": spec.prompt_label,
+                    "prompt_versions": list(spec.prompt_versions),
+                    "models": list(spec.models),
+                    "endpoints": list(spec.endpoints),
+                    "metadata": dict(spec.metadata),
+                }
+            ),
+        },
+    )
+    def _online_eval(
+        context: dg.AssetExecutionContext,
+        config: OnlineEvalConfig,
+        lake: LakeResource,
+        traces: TraceStoreResource,
+        prompts: PromptRegistryResource,
+        llm: LLMResource,
+    ) -> dg.MaterializeResult:
+        """Grade the run's hours' ready, sampled, ungraded production traces and record each
+        hour's scores, pass rates and cost of grading."""
+        from mallard.evals import online_scores
+        from mallard.evals.graders.base import GradeContext
+        from mallard.evals.online import grade, hour_of, read_traces, select
+
+        settings = lake.settings()
+        store = traces.store()
+        window = context.partition_time_window
+        start, end = window.start.astimezone(dt.UTC), window.end.astimezone(dt.UTC)
+        version = config.traces_version if config.traces_version >= 0 else store.version()
+        cutoff = (
+            dt.datetime.fromisoformat(config.cutoff)
+            if config.cutoff
+            else dt.datetime.now(dt.UTC) - spec.delay
+        )
+        stored = 0
+        if version is not None:
+            spans = read_traces(
+                store.table_path,
+                version=version,
+                start=None if config.trace_ids else start,
+                end=None if config.trace_ids else end,
+                trace_ids=config.trace_ids,
+            )
+            ids = sorted(set(spans.column("trace_id").to_pylist()))
+            from contextlib import nullcontext
+
+            # No client (and no model loaded) for an eval whose graders make no LLM call.
+            scope: Any = llm.client(run_id=context.run.run_id) if with_judges else nullcontext()
+            with scope as client:
+                ctx = GradeContext(client=client, run_id=context.run.run_id, settings=settings)
+                fingerprints = [g.fingerprint(ctx) for g in graders]
+                complete, pairs = online_scores.graded(settings, spec.name, fingerprints, ids)
+                rows, pending = select(
+                    spec,
+                    spans,
+                    cutoff=cutoff,
+                    label_version=_label_version(spec, prompts),
+                    graded=complete,
+                )
+                rows = [r for r in rows if start <= hour_of(r["timestamp"]) < end]
+                context.log.info(
+                    f"{spec.name}: {len(rows)} trace(s) to grade in {hour_key(start)} … "
+                    f"{hour_key(end - dt.timedelta(hours=1))} (traces v{version}); "
+                    f"left out: {pending.counts()}"
+                )
+                new = grade(
+                    spec,
+                    graders,
+                    rows,
+                    ctx,
+                    run_id=context.run.run_id,
+                    traces_version=version,
+                    done=pairs,
+                    trust=lambda g: _trust(g, ctx, settings),
+                )
+            stored = online_scores.append(new, settings=settings)
+        scores = online_scores.frame(settings, eval_name=spec.name, start=start, end=end)
+        for hour in context.partition_keys:
+            begin = dt.datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.UTC)
+            part = scores[scores["hour"] == begin]
+            summary = summarize(part)
+            metadata: dict[str, Any] = {
+                "traces": int(part["trace_id"].nunique()),
+                "grading_cost_usd": round(float(part["cost_usd"].sum()), 6),
+                "scores": dg.MetadataValue.md(markdown_table(summary)),
+            }
+            for item in summary:
+                if item["pass_rate"] is not None:
+                    metadata[f"pass_rate/{item['grader']}"] = item["pass_rate"]
+                    metadata[f"mean_score/{item['grader']}"] = item["mean_score"]
+            context.add_asset_metadata(metadata, partition_key=hour)
+        trend = online_scores.frame(
+            settings, eval_name=spec.name, start=end - dt.timedelta(hours=TREND_HOURS), end=end
+        )
+        run_metadata: dict[str, Any] = {
+            "hours_in_run": len(context.partition_keys),
+            "grades_stored": stored,
+            "traces_version": version if version is not None else -1,
+            "by_prompt_version": dg.MetadataValue.md(markdown_table(per_version(scores))),
+            "online_scores": dg.MetadataValue.path(str(online_scores.table_path(settings))),
+        }
+        if len(trend):
+            plot = pass_rate_plot(
+                trend,
+                settings.reports_dir
+                / "online_evals"
+                / spec.name
+                / f"pass_rate_{hour_key(end).replace(':', '')}.png",
+                f"{spec.name}: pass rate per hour (last {TREND_HOURS} h to {hour_key(end)})",
+            )
+            run_metadata["pass_rate_per_hour"] = dg.MetadataValue.md(
+                png_markdown(plot, settings, "pass rate per hour")
+            )
+        return dg.MaterializeResult(metadata=run_metadata)
+
+    return _online_eval
+
+
+def _trust(grader: Any, ctx: Any, settings: Any) -> tuple[bool, str]:
+    from mallard.evals.calibration import judge_trust
+
+    found = judge_trust(grader, ctx, settings=settings)
+    return all(t.trusted for t in found), "; ".join(t.reason for t in found)
+
+
+ONLINE_EVAL_ASSETS = [build_online_eval_asset(spec) for spec in ONLINE_EVALS]
+ONLINE_EVAL_JOBS = [
+    dg.define_asset_job(
+        online_eval_job(spec.name),
+        selection=dg.AssetSelection.assets(online_eval_key(spec.name)),
+        partitions_def=hourly_partitions,
+        description=f"Grade the production traces of a range of hours for {spec.name} "
+        "(one run per range).",
+    )
+    for spec in ONLINE_EVALS
+]

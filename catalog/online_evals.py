@@ -1,0 +1,46 @@
+"""Online evals of this deployment: reference-free graders on a sample of production traces.
+
+Each online eval is one hourly asset (`online_evals/<name>`) and one job; the `online_evals`
+sensor grades new traces as they arrive (docs/ONLINE_EVALS.md). Graders are named from
+catalog/graders.py, from the reference-free graders below, or registered with `@grader`.
+"""
+
+import datetime as dt
+
+from catalog.graders import GRADERS
+from mallard.evals.graders.reference_free import AnswerRelevance, JsonValid, Length, NoLeak, Refusal
+from mallard.evals.online import OnlineEval, OnlineEvalCatalog
+
+answer_relevance = AnswerRelevance(
+    threshold=0.3,
+    description="MiniLM cosine between the customer's question and the answer.",
+)
+refusal = Refusal(description="The assistant answers instead of refusing or apologising.")
+no_leak = NoLeak(
+    description="No e-mail, phone, card, IBAN or SSN the customer and the articles did not give, "
+    "and no API key, token or private key."
+)
+json_valid = JsonValid(description="The answer is a JSON object (for JSON-answering prompts).")
+answer_length = Length(
+    "answer_length",
+    min_length=5,
+    max_length=120,
+    description="Between 5 and 120 words: neither a stub nor an essay.",
+)
+
+ONLINE_GRADERS = [answer_relevance, refusal, no_leak, json_valid, answer_length]
+
+support_assistant_live = OnlineEval(
+    name="support_assistant_live",
+    prompt="support_assistant",
+    graders=("grounding", "answer_relevance", "refusal", "no_leak", "answer_length"),
+    sampling_rate=0.5,
+    delay=dt.timedelta(minutes=2),
+    batch_size=500,
+    description="Every other production answer of the support assistant (any version, any "
+    "endpoint), two minutes after its last span: grounded in the retrieved articles, on the "
+    "question, not a refusal, no leak, a sensible length.",
+)
+
+ONLINE_EVALS = [support_assistant_live]
+ONLINE_CATALOG = OnlineEvalCatalog(ONLINE_EVALS, [*GRADERS, *ONLINE_GRADERS])
