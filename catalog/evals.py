@@ -1,5 +1,8 @@
 """Eval datasets, slices, offline evals and judge calibration of this deployment."""
 
+from pathlib import Path
+
+import mallard.sample_world
 from catalog.chains import CHAINS, HELPCENTRE
 from catalog.graders import GRADERS
 from mallard.evals import DatasetSlice, EvalDataset, Gate, JudgeCalibration, OfflineEval
@@ -26,6 +29,20 @@ support_calibration = EvalDataset(
     score_field="human_score",
     score_range=(1, 5),
     description="Support answers with human verdicts (pass/fail), scores (1-5) and reasons: judge calibration.",
+)
+
+support_faithfulness = EvalDataset(
+    name="support_faithfulness",
+    # shipped with the package (the sample world's generator does not copy it into MALLARD_HOME)
+    source=str(Path(mallard.sample_world.__file__).parent / "helpcentre" / "faithfulness.jsonl"),
+    id_field="faithfulness_id",
+    input_fields=("question", "answer"),
+    label_field="human_verdict",
+    labels=("pass", "fail"),
+    score_field="human_score",
+    score_range=(1, 5),
+    description="Support answers labelled supported or not by their help-centre article, the "
+    "unsupported sentence named: wrong numbers, extra claims, contradictions, omissions, paraphrases.",
 )
 
 support_demo = DatasetSlice(
@@ -75,14 +92,14 @@ support_assistant_eval = OfflineEval(
 
 CALIBRATION = JudgeCalibration(
     dataset="support_calibration",
-    judges=("faithfulness",),
+    judges=("faithfulness", "reference_agreement"),
     answer_field="answer",
     pass_label="pass",
     context_field="article_id",
     slice="calibration_demo",
 )
 
-DATASETS = (support_questions, support_calibration)
+DATASETS = (support_questions, support_calibration, support_faithfulness)
 SLICES = (support_demo, calibration_demo)
 EVALS = (support_assistant_eval,)
 

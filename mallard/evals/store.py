@@ -4,8 +4,9 @@
   grade, its reason, cost and latency.
 - `judge_calibration`: one row per (calibration run, judge): agreement with human verdicts.
 - `eval_gate_decisions`: one row per promotion decision (promoted or refused, and why).
+- `human_labels`: one row per verdict a person gave (annotation queue, CLI or API), versioned.
 
-All three are append-only Delta tables under `<lake>/`; one commit per run.
+All four are append-only Delta tables under `<lake>/`; one commit per run.
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ CALIBRATION_COLUMNS: dict[str, str] = {
     "min_kappa": "the judge's declared minimum kappa (NaN when none)",
     "trusted": "kappa >= min_kappa (true when no minimum is declared)",
     "cost_usd": "cost of the calibration calls",
+    "kappa_low": "lower end of the 95% bootstrap interval of kappa",
+    "kappa_high": "upper end of that interval",
+    "kappa_method": "held-out (a judge that was not fitted on these labels) or cross-validated",
+    "fit_version": "version of the composite judge's fitted model (0 for plain judges)",
+}
+
+LABEL_COLUMNS: dict[str, str] = {
+    "label_id": "unique id",
+    "timestamp": "UTC time the label was given",
+    "judge": "the judge (task) the verdict is for",
+    "dataset": "dataset of the item, or the eval whose answer was labelled",
+    "item_id": "item (for an eval answer: item and answer hash)",
+    "verdict": "pass or fail",
+    "score": "optional 1-5 score",
+    "reason": "why, in the annotator's words",
+    "author": "who gave the label",
+    "version": "1 for an item's first label for this judge, +1 for each later one",
+    "source": "cli, api or import",
+    "sample": "JSON of what was judged: question, answer, reference, context ids and texts",
 }
 
 DECISION_COLUMNS: dict[str, str] = {
@@ -136,8 +156,22 @@ def calibration_schema() -> pa.Schema:
         "min_kappa": pa.float64(),
         "trusted": pa.bool_(),
         "cost_usd": pa.float64(),
+        "kappa_low": pa.float64(),
+        "kappa_high": pa.float64(),
+        "fit_version": pa.int32(),
     }
     return pa.schema([(name, types.get(name, pa.string())) for name in CALIBRATION_COLUMNS])
+
+
+def label_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    types = {
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "score": pa.float64(),
+        "version": pa.int32(),
+    }
+    return pa.schema([(name, types.get(name, pa.string())) for name in LABEL_COLUMNS])
 
 
 def decision_schema() -> pa.Schema:
@@ -157,6 +191,7 @@ TABLES = {
     "judge_scores": judge_scores_schema,
     "judge_calibration": calibration_schema,
     "eval_gate_decisions": decision_schema,
+    "human_labels": label_schema,
 }
 
 
@@ -190,7 +225,8 @@ def append(table: str, rows: Sequence[Mapping[str, Any]], *, settings: Any = Non
     data = pa.Table.from_pylist(
         [{name: row.get(name) for name in schema.names} for row in rows], schema=schema
     )
-    write_deltalake(str(target), data, mode="append")
+    # merge: a table written before a column was added takes the new column (null in old rows)
+    write_deltalake(str(target), data, mode="append", schema_mode="merge")
     return len(rows)
 
 
@@ -198,7 +234,7 @@ def read(
     table: str, *, settings: Any = None, filters: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """Rows of a table (all, or those whose columns equal `filters`' values; a list value means
-    any of them)."""
+    any of them); every column of the current schema, None where an older table has none."""
     from deltalake import DeltaTable
 
     target = table_path(table, settings)
@@ -216,7 +252,12 @@ def read(
                 else ds.field(column) == value
             )
             expression = term if expression is None else expression & term
-    return dataset.to_table(filter=expression).to_pylist()
+    rows = dataset.to_table(filter=expression).to_pylist()
+    # a table written before a column was added (and not appended to since) lacks it: None
+    missing = [name for name in TABLES[table]().names if name not in dataset.schema.names]
+    for row in rows if missing else ():
+        row.update(dict.fromkeys(missing))
+    return rows
 
 
 def decision_row(**values: Any) -> dict[str, Any]:

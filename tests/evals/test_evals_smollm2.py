@@ -102,19 +102,18 @@ def test_cli_run_compare_calibrate_promote_show(home):
         "grounding",
         "--grader",
         "cites_retrieved_article",
-        "--grader",
-        "faithfulness",
     ]
+    # the eval's judge is the composite faithfulness judge, unfitted here: it is untrusted and
+    # left out of these runs (fitting it: test_evals_alignment); SmolLM2 judges in `calibrate`
     first = invoke("run", "support_assistant", "--version", "1", *items)
     assert "support_assistant v1 on support_questions v0" in first and "ALL (mean)" in first
-    assert "UNTRUSTED judge 'faithfulness' is not calibrated" in first
     invoke("run", "--version", "2", *items)
     again = json.loads(invoke("run", "--version", "1", *items, "--json"))
-    assert again["grades_cached"] == again["grades"] == 6 and again["answers_cached"] == 2
+    assert again["grades_cached"] == again["grades"] == 4 and again["answers_cached"] == 2
     assert again["cost_usd"] == 0.0
 
-    calibration = invoke("calibrate", "--limit", "2")
-    assert "faithfulness" in calibration and "SmolLM2" in calibration
+    calibration = invoke("calibrate", "--limit", "2", "--judge", "faithfulness_llm")
+    assert "faithfulness_llm" in calibration and "SmolLM2" in calibration
 
     compared = invoke("compare", "--baseline", "1", "--candidate", "2", "--no-pairwise")
     assert "2 paired items" in compared and "gate: would refuse" in compared
@@ -122,6 +121,8 @@ def test_cli_run_compare_calibrate_promote_show(home):
 
     promoted = invoke("promote", "--no-pairwise")
     assert "v2 vs live v1: refused" in promoted
+    assert "judge 'faithfulness' is not calibrated" in promoted
+    assert "mallard evals align faithfulness" in promoted
 
     shown = invoke("show")
     assert "v1" in shown and "v2" in shown and "live" in shown and "refused" in shown

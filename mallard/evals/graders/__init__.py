@@ -1,6 +1,7 @@
 """Graders: one interface (`Grader.grade(sample, ctx) -> Grade`) for rules, embeddings and LLM judges."""
 
 from mallard.evals.graders.base import Grade, GradeContext, Grader, Sample
+from mallard.evals.graders.composite import CompositeJudge
 from mallard.evals.graders.deterministic import (
     Contains,
     ExactMatch,
@@ -23,6 +24,7 @@ from mallard.evals.graders.judges import (
 from mallard.evals.graders.registry import FunctionGrader, grader, register, registered, resolve
 
 __all__ = [
+    "CompositeJudge",
     "Contains",
     "ContextRelevanceJudge",
     "EmbeddingSimilarity",

@@ -111,6 +111,8 @@ class GradeContext:
     client: Any = None
     run_id: str = ""
     embedder: Any = None
+    settings: Any = None
+    """Where fitted judge models are stored (default: the client's settings, or the process's)."""
 
     def endpoint_identity(self, endpoint: str) -> dict[str, Any]:
         """The model and default parameters behind a declared endpoint (part of a judge's fingerprint)."""
