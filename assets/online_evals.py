@@ -105,7 +105,8 @@ def pass_rate_plot(scores: Any, path: Path, title: str) -> Path:
     ax.set_ylabel("pass rate")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=7, ncol=3)
+    if ax.lines:
+        ax.legend(loc="lower left", fontsize=7, ncol=3)
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +211,9 @@ def build_online_eval_asset(
                     trust=lambda g: _trust(g, ctx, settings),
                 )
             stored = online_scores.append(new, settings=settings)
-        scores = online_scores.frame(settings, eval_name=spec.name, start=start, end=end)
+        scores = online_scores.current(
+            online_scores.frame(settings, eval_name=spec.name, start=start, end=end)
+        )
         for hour in context.partition_keys:
             begin = dt.datetime.strptime(hour, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.UTC)
             part = scores[scores["hour"] == begin]
@@ -225,8 +228,10 @@ def build_online_eval_asset(
                     metadata[f"pass_rate/{item['grader']}"] = item["pass_rate"]
                     metadata[f"mean_score/{item['grader']}"] = item["mean_score"]
             context.add_asset_metadata(metadata, partition_key=hour)
-        trend = online_scores.frame(
-            settings, eval_name=spec.name, start=end - dt.timedelta(hours=TREND_HOURS), end=end
+        trend = online_scores.current(
+            online_scores.frame(
+                settings, eval_name=spec.name, start=end - dt.timedelta(hours=TREND_HOURS), end=end
+            )
         )
         run_metadata: dict[str, Any] = {
             "hours_in_run": len(context.partition_keys),

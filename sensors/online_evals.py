@@ -7,14 +7,16 @@ leaves out Mallard's own traces (a `run_id` on any span: grading and replay runs
 grading), and those the filter or the sample leave out or that are graded already
 (`online_scores`), and requests one run per batch: consecutive hours holding at most the eval's
 `batch_size` traces, as one single-run backfill of those hours, the batch's trace ids pinned in
-the run's config. Nothing new is a skip; the run key (eval, traces version, hours) keeps a
-restarted sensor from requesting a batch twice, and `online_scores` stores a grade once even when
-two runs overlap.
+the run's config. Traces whose grade failed are requested again (up to
+`online_scores.MAX_ATTEMPTS`). Nothing new is a skip; the run key (eval, traces version, hours,
+the batch's traces and attempt) keeps a restarted sensor from requesting a batch twice, and
+`online_scores` stores a grade once even when two runs overlap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
@@ -66,13 +68,14 @@ def online_eval_requests(
         since = mine.get("version")
         through = dt.datetime.fromisoformat(mine["through"]) if mine.get("through") else None
         cutoff = now - spec.delay
-        spans = changed_traces(
-            store.table_path, version=version, since_version=since, through=through
-        )
-        ids = sorted(set(spans.column("trace_id").to_pylist()))
         # The declared endpoints give a judge the same fingerprint as in the run, no client built.
         ctx = GradeContext(client=_Declared(llm.endpoints()), settings=settings)
         fingerprints = [g.fingerprint(ctx) for g in catalog.graders(spec.name)]
+        retry = online_scores.to_retry(settings, spec.name, fingerprints)
+        spans = changed_traces(
+            store.table_path, version=version, since_version=since, through=through, also=retry
+        )
+        ids = sorted(set(spans.column("trace_id").to_pylist()))
         complete, _ = (
             online_scores.graded(settings, spec.name, fingerprints, ids)
             if ids
@@ -91,9 +94,13 @@ def online_eval_requests(
         )
         for batch in batches(rows, spec.batch_size):
             first, last = hour_key(batch.first_hour), hour_key(batch.last_hour)
+            attempt = 1 + max((retry.get(t, 0) for t in batch.trace_ids), default=0)
+            digest = hashlib.sha256(f"{','.join(batch.trace_ids)}:{attempt}".encode()).hexdigest()[
+                :12
+            ]
             requests.append(
                 dg.RunRequest(
-                    run_key=f"{spec.name}:v{version}:{first}:{last}",
+                    run_key=f"{spec.name}:v{version}:{first}:{last}:{digest}",
                     job_name=online_eval_job(spec.name),
                     run_config={
                         **IN_PROCESS,
@@ -115,6 +122,7 @@ def online_eval_requests(
                         "mallard/traces": str(len(batch.trace_ids)),
                         "mallard/first_trace_at": batch.first_trace_at.isoformat(),
                         "mallard/last_trace_at": batch.last_trace_at.isoformat(),
+                        "mallard/attempt": str(attempt),
                     },
                 )
             )

@@ -245,9 +245,11 @@ def changed_traces(
     version: int,
     since_version: int | None = None,
     through: dt.datetime | None = None,
+    also: Iterable[str] = (),
 ) -> pa.Table:
     """Every span (at `version`) of the traces that gained a span after `since_version`, or
-    have one that started after `through` (held back by a delay). No cursor: every trace."""
+    have one that started after `through` (held back by a delay), or are among `also` (grades
+    to try again). No cursor: every trace."""
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
@@ -262,7 +264,7 @@ def changed_traces(
     except Exception:  # noqa: BLE001 - that version's log is gone: read it all (scores dedupe)
         return upgrade(dataset.to_table())
     before = set(earlier.get_add_actions().column("path").to_pylist())
-    ids: set[str] = set()
+    ids: set[str] = set(also)
     for fragment in dataset.get_fragments():
         if fragment.path not in before:
             ids.update(fragment.to_table(columns=["trace_id"]).column("trace_id").to_pylist())

@@ -6,6 +6,11 @@ is stored already is not written again (a Delta merge inserting only new keys, r
 concurrent commit), so ticks, restarts and overlapping runs never store a trace's grade twice.
 A grader whose configuration, model or fit changes has a new fingerprint: its new version grades
 the traces again, next to the old version's rows.
+
+A grade that failed (a judge's endpoint timed out, a custom grader raised) is stored with its
+error and tried again by later runs, up to `MAX_ATTEMPTS` in all; each attempt is a row of its
+own, and the first successful one is the key's grade (`current`). A grade that cannot succeed
+(`FINAL_ERRORS`: the trace has no question or no retrieved context) is not tried again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 
 TABLE = "online_scores"
 KEY = ("eval_name", "trace_id", "grader", "grader_fingerprint")
+MAX_ATTEMPTS = 3
+FINAL_ERRORS = ("missing_input", "missing_target")
 
 ONLINE_SCORES_COLUMNS: dict[str, str] = {
     "eval_name": "declared online eval (catalog/online_evals.py)",
@@ -170,7 +177,8 @@ def append(rows: Sequence[Mapping[str, Any]], *, settings: Any, attempts: int = 
         except DeltaError:
             if not exists(settings):
                 raise
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
+    # A stored success makes a row a duplicate; a stored failure does not (a retry's row).
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in KEY) + " AND t.error = ''"
     for attempt in range(attempts):
         try:
             metrics = (
@@ -198,6 +206,8 @@ def frame(
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Rows of the table (of one eval, of traces whose hour is in [start, end), of some traces)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
@@ -205,48 +215,90 @@ def frame(
     if not exists(settings):
         return schema.empty_table().to_pandas()
     expression = None
-
-    def both(term: Any) -> None:
-        nonlocal expression
-        expression = term if expression is None else expression & term
-
-    if eval_name is not None:
-        both(ds.field("eval_name") == eval_name)
     if start is not None:
-        both(ds.field("hour") >= _ts(start))
+        expression = ds.field("hour") >= _ts(start)
     if end is not None:
-        both(ds.field("hour") < _ts(end))
+        upper = ds.field("hour") < _ts(end)
+        expression = upper if expression is None else expression & upper
     dataset = DeltaTable(str(table_path(settings))).to_pyarrow_dataset()
-    table = dataset.to_table(columns=list(columns) if columns else None, filter=expression)
+    wanted = None if columns is None else sorted({*columns, "eval_name"})
+    table = dataset.to_table(columns=wanted, filter=expression)
+    # String filters in memory: merges write string_view columns, which pyarrow's dataset
+    # filters (and their statistics pruning) cannot compare with a string.
+    if eval_name is not None:
+        table = table.filter(pc.equal(table.column("eval_name").cast(pa.string()), eval_name))
     if trace_ids:
         from mallard.evals.online import of_traces
 
         table = of_traces(table, trace_ids)
+    if columns is not None:
+        table = table.select(list(columns))
     return table.to_pandas()
 
 
 def graded(
     settings: Any, eval_name: str, fingerprints: Sequence[str], trace_ids: Sequence[str] = ()
 ) -> tuple[set[str], set[tuple[str, str]]]:
-    """(trace ids graded by every one of `fingerprints`, the (trace_id, fingerprint) pairs
-    stored) for one eval."""
+    """(trace ids done for every one of `fingerprints`, the (trace_id, fingerprint) pairs done)
+    for one eval: a pair is done once graded, or failed for good (a final error, or
+    `MAX_ATTEMPTS` failures)."""
     found = frame(
         settings,
         eval_name=eval_name,
         trace_ids=trace_ids,
-        columns=["trace_id", "grader_fingerprint"],
+        columns=["trace_id", "grader_fingerprint", "error"],
     )
     wanted = set(fingerprints)
-    pairs = {
-        (t, f)
-        for t, f in zip(found["trace_id"], found["grader_fingerprint"], strict=True)
-        if f in wanted
-    }
+    failures: dict[tuple[str, str], int] = {}
+    pairs: set[tuple[str, str]] = set()
+    for trace_id, fingerprint, error in zip(
+        found["trace_id"], found["grader_fingerprint"], found["error"], strict=True
+    ):
+        if fingerprint not in wanted:
+            continue
+        key = (trace_id, fingerprint)
+        if not error or error in FINAL_ERRORS:
+            pairs.add(key)
+        else:
+            failures[key] = failures.get(key, 0) + 1
+            if failures[key] >= MAX_ATTEMPTS:
+                pairs.add(key)
     per_trace: dict[str, set[str]] = {}
     for trace_id, fingerprint in pairs:
         per_trace.setdefault(trace_id, set()).add(fingerprint)
     complete = {t for t, fps in per_trace.items() if fps >= wanted}
     return complete, pairs
+
+
+def to_retry(settings: Any, eval_name: str, fingerprints: Sequence[str]) -> dict[str, int]:
+    """Trace ids with a failed grade of one of `fingerprints` still to try again, each with the
+    number of failed attempts so far (its most failed grader's)."""
+    found = frame(
+        settings, eval_name=eval_name, columns=["trace_id", "grader_fingerprint", "error"]
+    )
+    failed = found[found["error"] != ""].to_dict("records")
+    if not failed:
+        return {}
+    _, done = graded(settings, eval_name, fingerprints, sorted({r["trace_id"] for r in failed}))
+    attempts: dict[tuple[str, str], int] = {}
+    for r in failed:
+        key = (r["trace_id"], r["grader_fingerprint"])
+        if key[1] in fingerprints and key not in done:
+            attempts[key] = attempts.get(key, 0) + 1
+    out: dict[str, int] = {}
+    for (trace_id, _), n in attempts.items():
+        out[trace_id] = max(out.get(trace_id, 0), n)
+    return out
+
+
+def current(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per key: its successful grade, else its latest failure."""
+    if scores.empty:
+        return scores
+    ordered = scores.assign(_ok=scores["error"] == "").sort_values(
+        ["_ok", "graded_at"], kind="stable"
+    )
+    return ordered.drop_duplicates(list(KEY), keep="last").drop(columns="_ok").sort_index()
 
 
 def _ts(moment: dt.datetime) -> Any:
