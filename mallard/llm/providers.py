@@ -7,6 +7,7 @@ retries); `local` runs llama.cpp in-process. Heavy libraries are imported on fir
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import threading
@@ -363,6 +364,9 @@ def load_llama(path: Path, n_ctx: int, threads: int) -> tuple[Any, threading.Loc
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             from llama_cpp import Llama
 
+            if not _LLAMAS:
+                atexit.register(_close_llamas)
+
             _LLAMAS[key] = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -373,6 +377,16 @@ def load_llama(path: Path, n_ctx: int, threads: int) -> tuple[Any, threading.Loc
             )
             _LLAMA_LOCKS[key] = threading.Lock()
         return _LLAMAS[key], _LLAMA_LOCKS[key]
+
+
+def _close_llamas() -> None:
+    # Closed while llama_cpp's module globals still exist: left to the interpreter's final
+    # collection, Llama.__del__ runs after they are cleared and prints a TypeError at exit.
+    with _LOAD_LOCK:
+        for model in _LLAMAS.values():
+            model.close()
+        _LLAMAS.clear()
+        _LLAMA_LOCKS.clear()
 
 
 class LocalProvider:
