@@ -11,11 +11,44 @@ from pathlib import Path
 import pytest
 from sample_dates import TEST_END_DATE, TEST_SCALE
 
+DEMO_RUN = pytest.StashKey()
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The daily partitions are fixed when assets/ is first imported: make the session's "today"
     # the test world's last day, whichever test imports the definitions first.
     os.environ["MALLARD_END_DATE"] = TEST_END_DATE.isoformat()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    """When tests that use the demo run are selected: start the demo now, in the background, and
+    run those tests last, so the rest of the suite runs while it does (tests/demo_run.py)."""
+    demo = [item for item in items if "demo_run" in getattr(item, "fixturenames", ())]
+    if not demo or config.option.collectonly:
+        return
+    from demo_run import start_demo
+
+    config.stash[DEMO_RUN] = start_demo()
+    items[:] = [item for item in items if item not in demo] + demo
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(DEMO_RUN, None)
+    if run is not None:
+        from demo_run import remove
+
+        remove(run)
+
+
+@pytest.fixture(scope="session")
+def demo_run(request: pytest.FixtureRequest):
+    """The background demo run (started at collection): `.wait()` gives its home."""
+    run = request.config.stash.get(DEMO_RUN, None)
+    if run is None:  # collected some other way: start it now
+        from demo_run import start_demo
+
+        run = request.config.stash[DEMO_RUN] = start_demo()
+    return run
 
 
 @pytest.fixture
