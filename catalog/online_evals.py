@@ -17,8 +17,9 @@ answer_relevance = AnswerRelevance(
 )
 refusal = Refusal(description="The assistant answers instead of refusing or apologising.")
 no_leak = NoLeak(
-    description="No e-mail, phone, card, IBAN or SSN the customer and the articles did not give, "
-    "and no API key, token or private key."
+    allowed_domains=("pondstream.com", "pondstream.example"),
+    description="No e-mail, phone, card, IBAN or SSN the customer and the articles did not give "
+    "(Pondstream's own addresses allowed), and no API key, token or private key.",
 )
 json_valid = JsonValid(description="The answer is a JSON object (for JSON-answering prompts).")
 answer_length = Length(

@@ -155,7 +155,8 @@ def build_online_eval_sensor(jobs: list) -> dg.SensorDefinition:
         )
         if not requests:
             summary = "; ".join(
-                f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                f"{name}: "
+                + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing new")
                 for name, counts in found.items()
             )
             return dg.SensorResult(

@@ -33,6 +33,9 @@ def test_no_leak_finds_pii_it_was_not_given_and_every_secret() -> None:
     secret = "use sk-proj-abcdefghijklmnopqrstuvwx1234"
     assert not grader.grade(sample(secret, context=secret)).passed  # a secret leaks anyway
     assert not grader.grade(sample("key AKIAABCDEFGHIJKLMNOP")).passed
+    company = sample("Email privacy@pondstream.com with your request.")
+    assert not grader.grade(company).passed
+    assert NoLeak(allowed_domains=("pondstream.com",)).grade(company).passed
     with pytest.raises(DeclarationError, match="choose among"):
         NoLeak(kinds=("email", "passport"))
 
