@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from catalog.llm import OWNER
-from resources import LLMResource, PromptRegistryResource
+from resources import LLMResource, MLflowResource, PromptRegistryResource
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "catalog" / "prompts"
 
@@ -37,14 +37,18 @@ def _prompt_files_fingerprint() -> str:
     & ~dg.AutomationCondition.in_progress(),
 )
 def prompt_versions(
-    context: dg.AssetExecutionContext, prompts: PromptRegistryResource
+    context: dg.AssetExecutionContext, prompts: PromptRegistryResource, mlflow: MLflowResource
 ) -> dg.MaterializeResult:
     """Registers the prompt files in `catalog/prompts` in the prompt registry: changed content becomes a
     new immutable version; a label a file declares is set only if the prompt lacks it (labels move
-    later only through `mallard prompts promote/rollback`). Metadata: every version and its labels."""
+    later only through `mallard prompts promote/rollback`). Every version and label is mirrored into
+    MLflow's prompt registry (labels as aliases). Metadata: every version and its labels."""
+    from assets.common import mlflow_ui
     from mallard.llm.prompts import sync_prompt_files
+    from mallard.llm.prompts.mlflow_mirror import mirror_prompts, prompt_url
 
     registry = prompts.registry()
+    registry.on_label_move = None  # mirrored once, below, with every version
     synced = sync_prompt_files(registry, PROMPTS_DIR, actor=f"dagster-run:{context.run.run_id}")
     for row in synced:
         if row["created"]:
@@ -77,12 +81,26 @@ def prompt_versions(
         ),
     )
     labels = {name: registry.labels(name) for name in registry.names()}
+    settings = mlflow.settings()
+    mirrored: dict = {}
+    try:
+        for m in mirror_prompts(registry, settings):
+            mirrored[f"mlflow_prompt/{m.name}"] = dg.MetadataValue.url(
+                prompt_url(mlflow_ui(settings), m.name)
+            )
+            if m.registered:
+                context.log.info(
+                    f"{m.name}: mirrored v{m.registered} into MLflow; aliases {m.aliases}"
+                )
+    except Exception as exc:  # noqa: BLE001 - MLflow holds a copy; Mallard has the versions
+        context.log.warning(f"prompts not mirrored into MLflow's prompt registry: {exc}")
     return dg.MaterializeResult(
         metadata={
             "versions": table,
             "labels": dg.MetadataValue.json(labels),
             "new_versions": sum(r["created"] for r in synced),
             "registry": dg.MetadataValue.path(str(registry.path)),
+            **mirrored,
         },
         data_version=dg.DataVersion(
             hashlib.sha256(

@@ -21,7 +21,7 @@ from assets.names import (
 from catalog.evals import CATALOG, DATASETS, EVALS
 from catalog.llm import OWNER
 from mallard.evals.spec import OfflineEval
-from resources import LakeResource, LLMResource, PromptRegistryResource
+from resources import LakeResource, LLMResource, MLflowResource, PromptRegistryResource
 
 GROUP = "llm_evals"
 
@@ -273,6 +273,7 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         lake: LakeResource,
         llm: LLMResource,
         prompts: PromptRegistryResource,
+        mlflow: MLflowResource,
         config: OfflineEvalConfig,
     ):
         from catalog.evals import CORPORA
@@ -317,6 +318,7 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         }
         for name, stats in summary["graders"].items():
             metadata[f"mean/{name}"] = dg.MetadataValue.float(_cell(stats["mean"]) or 0.0)
+        metadata.update(_log_to_mlflow(context, mlflow, prompts, run))
         yield dg.MaterializeResult(metadata=metadata)
         yield _trust_check(run.trust, key)
         yield dg.AssetCheckResult(
@@ -328,6 +330,27 @@ def build_offline_eval_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         )
 
     return _offline_eval
+
+
+def _log_to_mlflow(context, mlflow: MLflowResource, prompts: PromptRegistryResource, run) -> dict:
+    """The eval run as an MLflow evaluation run (MLflow's Evaluations view), with a link to it
+    here; Mallard's judge_scores stay the record, so a failure to log is a warning."""
+    from assets.common import mlflow_run_url
+    from mallard.evals.datasets import load_dataset
+    from mallard.evals.mlflow_log import log_offline_eval
+
+    settings = mlflow.settings()
+    try:
+        snapshot = load_dataset(run.dataset, run.dataset_version, settings=settings)
+        logged = log_offline_eval(settings, run, items=snapshot.items, registry=prompts.registry())
+    except Exception as exc:  # noqa: BLE001 - MLflow holds a copy; Mallard has the record
+        context.log.warning(f"the eval run was not logged to MLflow: {exc}")
+        return {"mlflow_evaluation": "not logged (see the run's log)"}
+    url = mlflow_run_url(settings, logged.run_id, logged.experiment_id, genai=True)
+    if context.run is not None:
+        key = "mallard/mlflow_run." + ".".join(context.asset_key.path)
+        context.instance.add_run_tags(context.run.run_id, {key: url})
+    return {"mlflow_evaluation": dg.MetadataValue.url(url)}
 
 
 # Promotion gate -------------------------------------------------------------------------------------
@@ -363,6 +386,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         lake: LakeResource,
         llm: LLMResource,
         prompts: PromptRegistryResource,
+        mlflow: MLflowResource,
         config: PromotionConfig,
     ) -> dg.MaterializeResult:
         from mallard.evals.compare import promote_prompt
@@ -384,6 +408,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
                 progress=None,
             )
         context.log.info(str(decision))
+        mirrored = _mirror_prompts(context, mlflow, registry, [ev.prompt])
         metadata: dict[str, Any] = {
             "verdict": decision.verdict,
             "candidate_version": decision.candidate_version,
@@ -391,6 +416,7 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
             f"{gate.label}_after": registry.labels(ev.prompt).get(gate.label, "none"),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
         }
+        metadata.update(mirrored)
         comparison = decision.comparison
         if comparison is not None:
             metadata["comparison"] = dg.MetadataValue.md(comparison.markdown())
@@ -404,6 +430,23 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=metadata)
 
     return _promotion
+
+
+def _mirror_prompts(context, mlflow: MLflowResource, registry, names: list[str]) -> dict:
+    """Mallard's labels as aliases in MLflow's prompt registry (a warning if MLflow fails)."""
+    from assets.common import mlflow_ui
+    from mallard.llm.prompts.mlflow_mirror import mirror_prompts, prompt_url
+
+    settings = mlflow.settings()
+    try:
+        mirrored = mirror_prompts(registry, settings, names)
+    except Exception as exc:  # noqa: BLE001 - MLflow holds a copy; Mallard has the labels
+        context.log.warning(f"prompts not mirrored into MLflow's prompt registry: {exc}")
+        return {}
+    return {
+        f"mlflow_prompt/{m.name}": dg.MetadataValue.url(prompt_url(mlflow_ui(settings), m.name))
+        for m in mirrored
+    } | {f"mlflow_aliases/{m.name}": dg.MetadataValue.json(m.aliases) for m in mirrored}
 
 
 EVAL_ASSETS = [

@@ -9,12 +9,16 @@ asset bodies only.
 
 import dagster as dg
 
+from assets.common import mlflow_run_url, plots_markdown, plots_page, report_url
 from assets.names import model_asset
 from catalog.models import MODELS
+from mallard.config import Settings
 from mallard.models.specs import ModelSpec
 from resources import MLflowResource
 
-MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow`
+# Leaderboard columns left out of the asset page (MLflow keeps the whole leaderboard): the
+# family and the long model name repeat the id; Kappa, MCC, MSE and RMSLE restate the others.
+LEADERBOARD_OMITTED = ("Model", "family", "Kappa", "MCC", "MSE", "RMSLE")
 
 
 def _md_table(frame, digits: int = 4) -> str:
@@ -34,19 +38,88 @@ def _md_table(frame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def _images(figures) -> dg.MetadataValue:
-    from mallard.models.plots import markdown_image
+def leaderboard_table(board, metric: str) -> str:
+    """The leaderboard narrow enough for the asset page: the estimator id, the deciding metric
+    first, the other metrics to 3 decimals, the seconds to 1."""
+    if board is None or len(board) == 0:
+        return "(no rows)"
+    frame = board.drop(columns=[c for c in LEADERBOARD_OMITTED if c in board.columns])
+    others = [c for c in frame.columns if c not in ("id", metric, "TT (Sec)")]
+    ordered = ["id"] + ([metric] if metric in frame.columns else []) + others
+    if "TT (Sec)" in frame.columns:
+        ordered.append("TT (Sec)")
+    frame = frame[ordered].rename(columns={"id": "estimator", "TT (Sec)": "s"})
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        cells = []
+        for column, value in zip(frame.columns, row, strict=True):
+            if isinstance(value, float):
+                cells.append(f"{value:.1f}" if column == "s" else f"{value:.3f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
-    parts = []
-    for name, path in figures.items():
-        parts.append(f"**{name.replace('_', ' ')}**\n\n{markdown_image(path, name)}")
-    return dg.MetadataValue.md("\n\n".join(parts))
+
+# Every plot of a model version, drawn into one folder by the candidate, its evaluation and its
+# explanations (once champion); the version's plots page shows those that exist.
+PLOT_SECTIONS = (
+    (
+        "Candidate: cross-validated comparison, internal test rows",
+        ("model_comparison", "confusion_matrix_roc", "residuals", "cluster_map"),
+    ),
+    (
+        "Evaluation on the held-out slice, against the champion",
+        ("holdout_comparison", "holdout_roc", "holdout_residuals"),
+    ),
+    (
+        "Explanations of this version as champion",
+        (
+            "explanations/shap_importance",
+            "explanations/shap_beeswarm",
+            "explanations/segment_profiles",
+        ),
+    ),
+)
 
 
-def _run_link(tracking_uri: str, experiment_id: str, run_id: str) -> dg.MetadataValue:
-    """The run in the MLflow UI: the tracking server itself, or `make mlflow` for the embedded store."""
-    ui = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else MLFLOW_UI
-    return dg.MetadataValue.url(f"{ui}/#/experiments/{experiment_id}/runs/{run_id}")
+def _plots(settings: Settings, name: str, version: int, folder, figures: dict) -> dict:
+    """The figures as Markdown images, each as a link, and the version's plots page (`folder`:
+    the version's reports folder, `MALLARD_HOME/reports/models/<model>/<run>`)."""
+    sections = {
+        heading: [folder / f"{stem}.png" for stem in stems] for heading, stems in PLOT_SECTIONS
+    }
+    page = plots_page(settings, folder, f"{name} v{version}: plots", sections)
+    metadata: dict = {"plots_page": dg.MetadataValue.url(page)}
+    if figures:
+        metadata["plots"] = dg.MetadataValue.md(plots_markdown(settings, figures))
+    for key, path in figures.items():
+        metadata[f"plot_{key}"] = dg.MetadataValue.url(report_url(settings, path))
+    return metadata
+
+
+def _experiment_of(settings: Settings, run_id: str) -> str:
+    from mallard.models.registry import client
+
+    return client(settings).get_run(run_id).info.experiment_id
+
+
+def _run_url(settings: Settings, run_id: str, experiment_id: str | None = None) -> dg.MetadataValue:
+    """An MLflow run of a model, in MLflow's classic view."""
+    experiment_id = experiment_id or _experiment_of(settings, run_id)
+    return dg.MetadataValue.url(mlflow_run_url(settings, run_id, experiment_id))
+
+
+def _link_dagster_run(context, settings: Settings, run_id: str, experiment_id: str | None) -> None:
+    """Tag this Dagster run with the MLflow run it recorded (the MLflow run's
+    `mallard.dagster_run_url` tag links back)."""
+    if not run_id or context.run is None:
+        return
+    key = "mallard/mlflow_run." + ".".join(context.asset_key.path)
+    experiment_id = experiment_id or _experiment_of(settings, run_id)
+    context.instance.add_run_tags(
+        context.run.run_id, {key: mlflow_run_url(settings, run_id, experiment_id)}
+    )
 
 
 def _fail(exc: Exception) -> dg.Failure:
@@ -86,29 +159,31 @@ def build_model_assets(
     def candidate(
         context: dg.AssetExecutionContext, mlflow: MLflowResource
     ) -> dg.MaterializeResult:
-        from mallard.models.training import train_candidate
+        from mallard.models.training import reports_dir, train_candidate
 
+        settings = mlflow.settings()
         try:
-            result = train_candidate(
-                spec, mlflow.settings(), features, feature_types, log=context.log.info
-            )
+            result = train_candidate(spec, settings, features, feature_types, log=context.log.info)
         except _expected_errors() as exc:
             raise _fail(exc) from None
         board = result.leaderboard
         winner_metrics = {k: round(v, 4) for k, v in result.cv_metrics.items() if k != "TT (Sec)"}
         metadata = {
-            "leaderboard": dg.MetadataValue.md(_md_table(board)),
+            "leaderboard": dg.MetadataValue.md(leaderboard_table(board, spec.leaderboard_metric)),
             "winner": f"{result.estimator_name} ({result.estimator})",
             "winning_metrics": dg.MetadataValue.json(winner_metrics),
             f"cv_{spec.metric}": float(
                 result.cv_metrics.get(spec.leaderboard_metric, float("nan"))
             ),
             "model_version": result.version,
-            "mlflow_run_id": result.run_id,
-            "mlflow_run": _run_link(
-                mlflow.settings().mlflow_tracking_uri, result.experiment_id, result.run_id
+            "mlflow_run": _run_url(settings, result.run_id, result.experiment_id),
+            **_plots(
+                settings,
+                name,
+                result.version,
+                reports_dir(settings, name, result.run_id),
+                result.plots,
             ),
-            "plots": _images(result.plots),
             "training_rows": result.data["train_rows"],
             "train_days": f"{result.data['train_first_day']} … {result.data['train_last_day']}",
             "holdout_days": f"{result.data['holdout_first_day']} … {result.data['holdout_last_day']}",
@@ -132,8 +207,7 @@ def build_model_assets(
                     for k in ("flagged_share", "precision", "recall", "f1")
                 }
             )
-        for key, path in result.plots.items():
-            metadata[f"plot_{key}"] = dg.MetadataValue.path(str(path))
+        _link_dagster_run(context, settings, result.run_id, result.experiment_id)
         return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
@@ -152,12 +226,14 @@ def build_model_assets(
 
         from mallard.models.statistics import compute_training_statistics
 
+        settings = mlflow.settings()
         try:
             stats, run_id = compute_training_statistics(
-                spec, mlflow.settings(), features, feature_types, log=context.log.info
+                spec, settings, features, feature_types, log=context.log.info
             )
         except _expected_errors() as exc:
             raise _fail(exc) from None
+        _link_dagster_run(context, settings, run_id, None)
         rows = []
         for feature, entry in stats.features.items():
             quantiles = entry.get("quantiles", {})
@@ -185,7 +261,7 @@ def build_model_assets(
                 "ood_detector": "IsolationForest on "
                 + ", ".join(stats.detector.features if stats.detector else []),
                 "holdout_ood_rate": float(ood) if ood is not None else float("nan"),
-                "mlflow_run_id": run_id,
+                "mlflow_run": _run_url(settings, run_id),
             }
         )
 
@@ -209,13 +285,16 @@ def build_model_assets(
         import pandas as pd
 
         from mallard.models.evaluation import evaluate_candidate
+        from mallard.models.training import reports_dir
 
+        settings = mlflow.settings()
         try:
             result = evaluate_candidate(
-                spec, mlflow.settings(), features, feature_types, log=context.log.info
+                spec, settings, features, feature_types, log=context.log.info
             )
         except _expected_errors() as exc:
             raise _fail(exc) from None
+        _link_dagster_run(context, settings, result.run_id, None)
         table = pd.DataFrame(result.metrics).reset_index().rename(columns={"index": "metric"})
         metadata = {
             "candidate_version": result.candidate_version,
@@ -226,7 +305,14 @@ def build_model_assets(
             "holdout_days": f"{result.holdout['first_day']} … {result.holdout['last_day']}",
             "rule_says": "promote" if result.decision.promote else "keep",
             "reason": result.decision.reason,
-            "plots": _images(result.plots),
+            "mlflow_run": _run_url(settings, result.run_id),
+            **_plots(
+                settings,
+                name,
+                result.candidate_version,
+                reports_dir(settings, name, result.run_id),
+                result.plots,
+            ),
         }
         candidate_metrics = result.metrics["candidate"]
         if spec.task == "classification":
@@ -293,20 +379,22 @@ def build_model_assets(
     def champion(context: dg.AssetExecutionContext, mlflow: MLflowResource) -> dg.MaterializeResult:
         from mallard.models.evaluation import apply_promotion
 
+        settings = mlflow.settings()
         try:
-            decision = apply_promotion(spec, mlflow.settings(), log=context.log.info)
+            decision = apply_promotion(spec, settings, log=context.log.info)
         except _expected_errors() as exc:
             raise _fail(exc) from None
-        return dg.MaterializeResult(
-            metadata={
-                "decision": decision.action,
-                "reason": decision.reason,
-                "candidate_version": decision.version,
-                "champion_before": decision.champion_before or 0,
-                "champion_version": decision.champion_after or 0,
-                "decision_run_id": decision.run_id,
-            }
-        )
+        metadata = {
+            "decision": decision.action,
+            "reason": decision.reason,
+            "candidate_version": decision.version,
+            "champion_before": decision.champion_before or 0,
+            "champion_version": decision.champion_after or 0,
+        }
+        if decision.run_id:  # no decision run when the candidate already is the champion
+            metadata["decision_run"] = _run_url(settings, decision.run_id)
+            _link_dagster_run(context, settings, decision.run_id, None)
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         name=model_asset(name, "explanations"),
@@ -327,16 +415,18 @@ def build_model_assets(
     ) -> dg.MaterializeResult:
         from mallard.models.explain import explain_champion
 
+        settings = mlflow.settings()
         try:
-            result = explain_champion(spec, mlflow.settings(), feature_types, log=context.log.info)
+            result = explain_champion(spec, settings, feature_types, log=context.log.info)
         except _expected_errors() as exc:
             raise _fail(exc) from None
+        folder = next(iter(result.plots.values())).parent.parent
         metadata = {
             "champion_version": result.version,
             "method": result.method,
             "rows_explained": result.rows,
             "table": dg.MetadataValue.md(_md_table(result.table)),
-            "plots": _images(result.plots),
+            **_plots(settings, name, result.version, folder, result.plots),
             "seconds": round(result.seconds, 1),
         }
         if result.output:
@@ -381,7 +471,7 @@ def rollback_champion(
             "reason": decision.reason,
             "champion_before": decision.champion_before or 0,
             "champion_version": decision.champion_after or 0,
-            "decision_run_id": decision.run_id,
+            "decision_run": _run_url(mlflow.settings(), decision.run_id),
         },
     )
     yield dg.Output(decision.champion_after)

@@ -8,7 +8,7 @@ import datetime as dt
 
 import dagster as dg
 
-from assets.common import daily_partitions, markdown_table, partition_days, trend_plot
+from assets.common import daily_partitions, markdown_table, partition_days, report_url, trend_plot
 from assets.names import model_asset, monitoring_asset
 from catalog.monitoring import MONITORED
 from mallard.monitoring.specs import MonitoringSpec
@@ -187,6 +187,12 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     mon.drift,
                     html_path=report_path(settings.reports_dir, name, day),
                     summary=False,
+                    drift_share=mon.policy.drift_share,
+                    header=f"Mallard: {name} v{champion.version}, inputs of {day} against the "
+                    f"rows it was evaluated on. Mallard requests a retrain when the share of "
+                    f"drifted features reaches {mon.policy.drift_share:g} "
+                    f"(RetrainPolicy.drift_share in catalog/monitoring.py), the threshold "
+                    "this report's dataset-drift verdict uses.",
                 )
             except DriftInputError as exc:
                 results.record(
@@ -216,7 +222,10 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     "drift_share": result.share_drifted,
                     "drifted_features": dg.MetadataValue.json(result.drifted),
                     "input_problems": dg.MetadataValue.json(result.problems),
-                    "report": dg.MetadataValue.path(result.html_path or ""),
+                    "report": dg.MetadataValue.url(report_url(settings, result.html_path))
+                    if result.html_path
+                    else "none",
+                    "drift_share_threshold": mon.policy.drift_share,
                     "per_feature": dg.MetadataValue.md(
                         markdown_table(
                             [
@@ -243,6 +252,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     "drift share",
                     mon.policy.drift_share,
                     settings.reports_dir / "drift" / name / "trend.png",
+                    settings,
                 )
             )
         yield dg.MaterializeResult(metadata=metadata)
@@ -352,6 +362,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                     metric,
                     baseline,
                     settings.reports_dir / "performance" / name / "trend.png",
+                    settings,
                 )
             )
         if table is not None and len(table):
@@ -370,7 +381,7 @@ def build_monitoring_assets(mon: MonitoringSpec) -> list[dg.AssetsDefinition]:
                 spec.task,
                 settings.reports_dir / "performance" / name / f"{last_day}.html",
             )
-            metadata["report"] = dg.MetadataValue.path(html)
+            metadata["report"] = dg.MetadataValue.url(report_url(settings, html))
         yield dg.MaterializeResult(metadata=metadata)
 
     return [predictions, drift, outcomes, performance]

@@ -31,6 +31,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     lake: LakeResource
     tracking_uri: str = ""
+    dagster_ui_url: str = "http://127.0.0.1:3000"  # `make dev`: where MLflow runs link back to
     _saved_run_context: str | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
@@ -71,12 +72,23 @@ class MLflowResource(dg.ConfigurableResource):
         run = context.run
         if run is None:  # outside a run (the CLI, the server): nothing to tag, nothing to check
             return
-        from mallard.models.registry import DAGSTER_JOB_TAG, DAGSTER_RUN_TAG, RUN_CONTEXT_VARIABLE
+        from mallard.models.registry import (
+            DAGSTER_JOB_TAG,
+            DAGSTER_RUN_TAG,
+            DAGSTER_RUN_URL_TAG,
+            RUN_CONTEXT_VARIABLE,
+        )
 
         # MLflow adds these tags to every run the fluent API starts in this process.
         self._saved_run_context = os.environ.get(RUN_CONTEXT_VARIABLE)
         tags = json.loads(self._saved_run_context or "{}")
-        tags.update({DAGSTER_RUN_TAG: run.run_id, DAGSTER_JOB_TAG: run.job_name})
+        tags.update(
+            {
+                DAGSTER_RUN_TAG: run.run_id,
+                DAGSTER_JOB_TAG: run.job_name,
+                DAGSTER_RUN_URL_TAG: f"{self.dagster_ui_url.rstrip('/')}/runs/{run.run_id}",
+            }
+        )
         os.environ[RUN_CONTEXT_VARIABLE] = json.dumps(tags)
         instance = context.instance
         if instance is None or instance.is_ephemeral:  # its runs are not the ones MLflow knows

@@ -39,6 +39,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def text_colour(rgba: tuple[float, ...]) -> str:
+    """Black or white, whichever is more legible on a cell of colour `rgba` (WCAG relative
+    luminance: white text below about 0.18, where black would fall under a 4.5 contrast)."""
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(float(c)) for c in rgba[:3])
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "white" if luminance < 0.179 else "black"
+
+
 def markdown_image(path: Path, title: str = "") -> str:
     """A Markdown image with the PNG inlined (Dagster's UI renders it in asset metadata)."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
@@ -81,9 +93,18 @@ def confusion_and_roc(
     y = np.asarray(y).astype(int)
     label = np.asarray(label).astype(int)
     matrix = confusion_matrix(y, label, labels=[0, 1])
-    left.imshow(matrix, cmap="Blues")
+    image = left.imshow(matrix, cmap="Blues")
+    left.grid(False)  # a style's grid would cross the cells
     for (i, j), count in np.ndenumerate(matrix):
-        left.text(j, i, f"{count:,}", ha="center", va="center", color="black")
+        left.text(
+            j,
+            i,
+            f"{count:,}",
+            ha="center",
+            va="center",
+            color=text_colour(image.cmap(image.norm(count))),
+            fontsize=12,
+        )
     left.set_xticks([0, 1], ["0", "1"])
     left.set_yticks([0, 1], ["0", "1"])
     left.set_xlabel("predicted")
@@ -194,10 +215,12 @@ def segment_profiles(profile: pd.DataFrame, path: Path) -> Path:
     spread = values.std(axis=0)
     z = (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1)
     fig, ax = plt.subplots(figsize=(1.0 * profile.shape[1] + 2, 0.5 * profile.shape[0] + 1.5))
-    ax.imshow(z, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    image = ax.imshow(z, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    ax.grid(False)
     ax.set_xticks(range(profile.shape[1]), profile.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(profile.shape[0]), [str(i) for i in profile.index], fontsize=8)
     for (i, j), value in np.ndenumerate(values):
-        ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7)
+        colour = text_colour(image.cmap(image.norm(z[i, j])))
+        ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_title("Segment profiles (colour: standardised mean)")
     return _save(fig, path)

@@ -32,8 +32,15 @@ HISTORY_LIMIT = 50
 # by the deployment's MLflow resource), so a run whose process was killed can be ended later.
 DAGSTER_RUN_TAG = "mallard.dagster_run_id"
 DAGSTER_JOB_TAG = "mallard.dagster_job"
+# The Dagster run's page in the Dagster UI: what an MLflow user clicks to get back to Dagster.
+DAGSTER_RUN_URL_TAG = "mallard.dagster_run_url"
 RUN_CONTEXT_VARIABLE = "MLFLOW_RUN_CONTEXT"
 NOTE_TAG = "mlflow.note.content"
+# MLflow's UI opens an experiment in the view its kind names: the classic one (runs, metrics,
+# artifacts, the model registry) for models, the GenAI one (traces, evaluations, prompts) for LLMs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_EXPERIMENT_KIND = "custom_model_development"
+GENAI_EXPERIMENT_KIND = "genai_development"
 
 
 class RegistryError(RuntimeError):
@@ -141,10 +148,16 @@ def ensure_experiment(
     name = experiment_name(model)
     existing = c.get_experiment_by_name(name)
     if existing is not None:
+        if EXPERIMENT_KIND_TAG not in existing.tags:  # made before Mallard set the kind
+            c.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_EXPERIMENT_KIND)
         return existing.experiment_id
     # A tracking server keeps artifacts where it is configured to; the embedded store, under home.
     location = f"{artifact_root(settings)}/{model}" if settings.mlflow_is_local else None
-    return c.create_experiment(name, artifact_location=location, tags={"mallard.model": model})
+    return c.create_experiment(
+        name,
+        artifact_location=location,
+        tags={"mallard.model": model, EXPERIMENT_KIND_TAG: MODEL_EXPERIMENT_KIND},
+    )
 
 
 def version_for_alias(c: MlflowClient, model: str, alias: str) -> ModelVersion | None:
@@ -221,7 +234,7 @@ def record_decision(
     experiment_id = ensure_experiment(settings, model, c)
     run = c.create_run(
         experiment_id,
-        run_name=f"{action} v{version}",
+        run_name=f"{model} {action} v{version}",
         # What the fluent API adds to a run (source, user, the Dagster run from MLFLOW_RUN_CONTEXT).
         tags=resolve_tags(
             {
@@ -250,7 +263,10 @@ def record_decision(
         if source_run_id:
             c.set_tag(source_run_id, key, value)
     c.set_registered_model_tag(
-        model, "mallard.last_decision", json.dumps(decision.as_dict())[:4900]
+        # Unescaped, so "≤" reads as "≤" in the MLflow UI, not as "\\u2264".
+        model,
+        "mallard.last_decision",
+        json.dumps(decision.as_dict(), ensure_ascii=False)[:4900],
     )
     return decision
 

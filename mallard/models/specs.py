@@ -469,9 +469,7 @@ class Canary:
         if not 0 < self.power < 1:
             raise _fail(model, "canary.power", f"={self.power!r} must be in (0, 1)")
         if not 0 < self.significance < 0.5:
-            raise _fail(
-                model, "canary.significance", f"={self.significance!r} must be in (0, 0.5)"
-            )
+            raise _fail(model, "canary.significance", f"={self.significance!r} must be in (0, 0.5)")
         if self.min_outcomes < 10:
             raise _fail(model, "canary.min_outcomes", "must be at least 10")
         if self.n_bootstrap < 200:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mallard.config import Settings
 from mallard.models import plots
 from mallard.models.data import ModelData, TrainingDataError, load_model_data
-from mallard.models.registry import CANDIDATE, client, ensure_experiment
+from mallard.models.registry import CANDIDATE, DAGSTER_RUN_URL_TAG, client, ensure_experiment
 from mallard.models.specs import DecisionThreshold, ModelSpec
 
 if TYPE_CHECKING:
@@ -393,6 +393,74 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
+def run_name(spec: ModelSpec, version: int, estimator: str, data: ModelData) -> str:
+    """`churn_classifier v7 · lightgbm · 2026-05-03…2026-05-16`: the version, the winning
+    estimator and the days it was trained on."""
+    return f"{spec.name} v{version} · {estimator} · {data.train_days[0]}…{data.train_days[1]}"
+
+
+def version_description(
+    spec: ModelSpec,
+    result: dict[str, Any],
+    data: ModelData,
+    threshold: dict[str, Any] | None,
+    dagster_run_url: str | None = None,
+) -> str:
+    """What a registered version is, in a few sentences (the version's and its run's description)."""
+    metric = spec.leaderboard_metric
+    score = result["cv_metrics"].get(metric)
+    how = "on the training rows" if spec.task == "clustering" else f"{spec.folds}-fold CV"
+    measured = f" by {metric} ({score:.4f}, {how})" if score is not None else ""
+    parts = [
+        f"{result['estimator_name']} (`{result['estimator']}`), the best of "
+        f"{len(result['leaderboard'])} estimator(s){measured}.",
+        f"Trained on {len(data.train):,} rows of `{data.training_set}` v{data.delta_version} "
+        f"({data.train_days[0]} … {data.train_days[1]}); held-out slice {data.holdout_days[0]} "
+        f"… {data.holdout_days[1]} ({len(data.holdout):,} rows), kept for the evaluation.",
+    ]
+    if threshold is not None:
+        rule = spec.decision_threshold
+        parts.append(
+            f"Decision threshold {threshold['value']:.4f}"
+            + (f" ({rule.describe()})" if rule is not None else "")
+            + f": flags {threshold['flagged_share']:.1%} of the internal test rows."
+        )
+    if dagster_run_url:
+        parts.append(f"Trained by Dagster run {dagster_run_url}")
+    return " ".join(parts)
+
+
+def log_datasets(spec: ModelSpec, settings: Settings, data: ModelData, features: list[str]) -> None:
+    """The training slice (and the held-out slice) as the active run's dataset inputs."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from mallard.features.training import training_set_path
+
+    source = training_set_path(settings, data.training_set)
+    columns = features + ([spec.label] if spec.label and spec.label in data.train else [])
+    for context, frame, days in (
+        ("training", data.train, data.train_days),
+        ("evaluation", data.holdout, data.holdout_days),
+    ):
+        if frame is None or frame.empty:
+            continue
+        dataset = from_pandas(
+            frame[[c for c in columns if c in frame.columns]],
+            source=source,
+            name=f"{data.training_set}@v{data.delta_version} {days[0]}…{days[1]}",
+            targets=spec.label if spec.label in frame.columns else None,
+        )
+        mlflow.log_input(
+            dataset,
+            context=context,
+            tags={
+                "mallard.delta_version": str(data.delta_version),
+                "mallard.days": f"{days[0]}/{days[1]}",
+            },
+        )
+
+
 def train_candidate(
     spec: ModelSpec,
     settings: Settings,
@@ -442,6 +510,7 @@ def train_candidate(
             }
         )
         mlflow.log_params({**spec.describe(), **data.summary(), "features": ",".join(features)})
+        log_datasets(spec, settings, data, features)
         trainer = _train_clustering if spec.task == "clustering" else _train_supervised
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -495,6 +564,13 @@ def train_candidate(
             await_registration_for=0,
         )
     version = int(info.registered_model_version)
+    # Each candidate run named for what it is, not one "<model> candidate" for all of them.
+    c.update_run(run_id, name=run_name(spec, version, result["estimator"], data))
+    description = version_description(
+        spec, result, data, threshold, c.get_run(run_id).data.tags.get(DAGSTER_RUN_URL_TAG)
+    )
+    c.update_model_version(spec.name, str(version), description=description)
+    c.set_tag(run_id, "mlflow.note.content", description)
     tags = {
         "mallard.run_id": run_id,
         "mallard.task": spec.task,

@@ -83,8 +83,14 @@ def drift_report(
     config: DriftConfig | None = None,
     html_path: Path | None = None,
     summary: bool = True,
+    drift_share: float | None = None,
+    header: str | None = None,
 ) -> DriftResult:
-    """Compare `current` with `reference` column by column (DataDriftPreset + DataSummaryPreset)."""
+    """Compare `current` with `reference` column by column (DataDriftPreset + DataSummaryPreset).
+
+    `drift_share` is the share of drifted features that counts as dataset drift (Mallard's
+    `RetrainPolicy.drift_share`; None: Evidently's 0.5), so the report's own text states the
+    rule Mallard acts on; `header`, a line of text shown above the report."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
@@ -134,6 +140,7 @@ def drift_report(
     presets: list[Any] = [
         DataDriftPreset(
             columns=columns,
+            **({"drift_share": drift_share} if drift_share is not None else {}),
             num_method=config.num_method,
             cat_method=config.cat_method,
             num_threshold=config.num_threshold,
@@ -174,6 +181,8 @@ def drift_report(
     if html_path is not None:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
+        if header:
+            add_header(Path(html_path), header)
         path = str(html_path)
     return DriftResult(
         share,
@@ -206,6 +215,21 @@ def _default_threshold(method: str | None, rows: int) -> float:
     if method is None:
         return 0.05 if rows <= 1000 else 0.1
     return 0.05 if method in _P_VALUE_TESTS else 0.1
+
+
+def add_header(html_path: Path, text: str) -> None:
+    """Put a line of text (escaped) at the top of a saved HTML report."""
+    import html
+
+    page = html_path.read_text(encoding="utf-8")
+    banner = (
+        '<div id="mallard-header" style="font: 14px/1.4 sans-serif; padding: 10px 16px; '
+        'background: #fff8e1; border-bottom: 1px solid #e0c97f; color: #222">'
+        f"{html.escape(text)}</div>"
+    )
+    start = page.find("<body")
+    end = page.find(">", start) + 1 if start >= 0 else 0
+    html_path.write_text(page[:end] + banner + page[end:], encoding="utf-8")
 
 
 def report_path(reports_dir: Path, model: str, day: dt.date) -> Path:

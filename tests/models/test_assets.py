@@ -99,10 +99,15 @@ def test_materialize_train_evaluate_promote_explain_and_roll_back(model_home) ->
         result = dg.materialize(assets, resources=resources, instance=instance)
         assert result.success
         candidate = _metadata(result, "minutes_forecast_candidate")
-        assert candidate["leaderboard"].startswith("| id | Model | family | MAE")
+        assert candidate["leaderboard"].startswith("| estimator | MAE |")
+        assert "family" not in candidate["leaderboard"]
         assert candidate["model_version"] == 1
         assert candidate["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
-        assert "data:image/png;base64," in candidate["plots"]
+        # Plots are images and a page on the reports server (`mallard serve`, /reports).
+        assert "](http://127.0.0.1:8000/reports/models/minutes_forecast/" in candidate["plots"]
+        assert len(candidate["plots"]) < 1000  # short enough for the asset page to show inline
+        page = settings.reports_dir / candidate["plots_page"].split("/reports/", 1)[1]
+        assert page.name == "index.html" and "model_comparison.png" in page.read_text()
         assert set(candidate["winning_metrics"]) >= {"MAE", "RMSE", "R2"}
         evaluation = _metadata(result, "minutes_forecast_evaluation")
         assert evaluation["rule_says"] == "promote" and "| mae |" in evaluation["metrics"]

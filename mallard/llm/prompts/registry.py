@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -172,9 +172,16 @@ class PromptRegistry:
     """Versions, labels and their history for every prompt, in one SQLite file."""
 
     def __init__(
-        self, path: Path | str, *, cache_dir: Path | str | None = None, cache_ttl_s: float = 30.0
+        self,
+        path: Path | str,
+        *,
+        cache_dir: Path | str | None = None,
+        cache_ttl_s: float = 30.0,
+        on_label_move: Callable[[PromptRegistry, LabelEvent], None] | None = None,
     ):
         self.path = Path(path)
+        # Called after each recorded label move has committed (the MLflow mirror, for one).
+        self.on_label_move = on_label_move
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else self.path.parent / ".prompt_cache"
         )
@@ -185,15 +192,24 @@ class PromptRegistry:
 
     @classmethod
     def default(cls, settings: Any = None) -> PromptRegistry:
-        """The registry of this MALLARD_HOME: `<lake>/prompt_registry.sqlite`."""
+        """The registry of this MALLARD_HOME: `<lake>/prompt_registry.sqlite`; its label moves
+        are mirrored into the home's MLflow prompt registry when that store is in use."""
         if settings is None:
             from mallard.config import get_settings
 
             settings = get_settings()
+        from mallard.llm.prompts.mlflow_mirror import label_mirror
+
         return cls(
             Path(settings.lake_dir) / "prompt_registry.sqlite",
             cache_dir=Path(settings.home) / "llm" / "prompt_cache",
+            on_label_move=label_mirror(settings),
         )
+
+    def _moved(self, event: LabelEvent | None) -> LabelEvent | None:
+        if event is not None and self.on_label_move is not None:
+            self.on_label_move(self, event)
+        return event
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -395,7 +411,8 @@ class PromptRegistry:
                 )
             if current == version:
                 return None
-            return self._record(db, name, label, "promote", current, version, actor, reason)
+            event = self._record(db, name, label, "promote", current, version, actor, reason)
+        return self._moved(event)
 
     def rollback(
         self,
@@ -429,7 +446,9 @@ class PromptRegistry:
                     f"prompt {name!r} label {label!r} never pointed at v{to_version} before; "
                     f"earlier versions: {sorted(set(earlier))}; use promote instead"
                 )
-            return self._record(db, name, label, "rollback", current, to_version, actor, reason)
+            event = self._record(db, name, label, "rollback", current, to_version, actor, reason)
+        self._moved(event)
+        return event
 
     # Runtime retrieval -------------------------------------------------------------------------
     def get(self, name: str, label: str = "live", *, version: int | None = None) -> PromptVersion:
