@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 
 from assets.common import markdown_table, png_markdown
-from assets.names import hour_key, online_eval_job, online_eval_key
+from assets.names import TRACES_ASSET, hour_key, online_eval_job, online_eval_key
 from catalog.online_evals import ONLINE_CATALOG, ONLINE_EVALS
 from mallard.config import get_settings
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
@@ -275,3 +275,139 @@ ONLINE_EVAL_JOBS = [
     )
     for spec in ONLINE_EVALS
 ]
+
+
+# Analytics over production traffic and its grades ------------------------------------------------
+
+
+def _records(frame: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    import math
+
+    rows = frame.head(limit).to_dict("records") if limit else frame.to_dict("records")
+    out = []
+    for row in rows:
+        clean = {}
+        for key, value in row.items():
+            if hasattr(value, "isoformat"):
+                value = value.isoformat()
+            elif isinstance(value, float):
+                value = None if math.isnan(value) else round(value, 4)
+            clean[key] = value
+        out.append(clean)
+    return out
+
+
+def trends_plot(trends: Any, path: Path, title: str) -> Path:
+    """Daily pass rate per prompt version, one panel per grader."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    graders = sorted(trends["grader"].unique())
+    fig, axes = plt.subplots(
+        len(graders), 1, figsize=(8, 1.9 * len(graders)), dpi=90, sharex=True, squeeze=False
+    )
+    for ax, name in zip(axes[:, 0], graders, strict=True):
+        part = trends[trends["grader"] == name]
+        for (prompt, version), group in part.groupby(["prompt_name", "prompt_version"]):
+            passed = (group["pass_rate"] * group["traces"]).groupby(group["period"]).sum()
+            total = group.groupby("period")["traces"].sum()
+            rate = passed / total
+            ax.plot(rate.index, rate.values, marker=".", lw=1, label=f"{prompt} v{version}")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="lower left", fontsize=7)
+    axes[0, 0].set_title(title, fontsize=9)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@dg.asset(
+    name="llm_quality_trends",
+    group_name="llm_online",
+    deps=[online_eval_key(spec.name) for spec in ONLINE_EVALS],
+    description="Online-eval quality per hour, prompt version, model and grader: pass rate, "
+    "mean and median score, low- and high-quality counts; a daily plot per prompt version.",
+)
+def llm_quality_trends(lake: LakeResource) -> dg.MaterializeResult:
+    """Hourly quality trends from online_scores, and the daily pass rate per prompt version."""
+    from mallard.evals import online_scores
+    from mallard.evals.online_analytics import quality_trends, score_distribution
+
+    settings = lake.settings()
+    scores = online_scores.current(online_scores.frame(settings))
+    hourly = quality_trends(scores, period="hour")
+    daily = quality_trends(scores, period="day")
+    metadata: dict[str, Any] = {
+        "hours": int(hourly["period"].nunique()),
+        "graded_traces": int(scores["trace_id"].nunique()),
+        "by_day": dg.MetadataValue.md(markdown_table(_records(daily.tail(60)))),
+        "score_distribution": dg.MetadataValue.md(
+            markdown_table(_records(score_distribution(scores)))
+        ),
+    }
+    if len(daily):
+        last = daily["period"].max()
+        plot = trends_plot(
+            daily,
+            settings.reports_dir / "online_evals" / "trends" / f"daily_{last:%Y%m%d}.png",
+            "pass rate per day and prompt version",
+        )
+        metadata["trends"] = dg.MetadataValue.md(png_markdown(plot, settings, "quality trends"))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    name="llm_model_comparison",
+    group_name="llm_online",
+    deps=[TRACES_ASSET],
+    description="Production traffic per endpoint and model: p50/p95/p99 latency, error and "
+    "success rates, tokens and cost.",
+)
+def llm_model_comparison(traces: TraceStoreResource) -> dg.MaterializeResult:
+    """Compare the models that served production traffic (Mallard's own calls left out)."""
+    from mallard.evals.online_analytics import model_comparison
+
+    table = model_comparison(traces.store().gradeable())
+    return dg.MaterializeResult(
+        metadata={
+            "models": len(table),
+            "comparison": dg.MetadataValue.md(markdown_table(_records(table))),
+        }
+    )
+
+
+@dg.asset(
+    name="llm_costs",
+    group_name="llm_online",
+    deps=[TRACES_ASSET],
+    description="Production spend per model, user and prompt version, per day, week and month.",
+)
+def llm_costs(traces: TraceStoreResource) -> dg.MaterializeResult:
+    """Cost per model (daily), prompt version (weekly) and user (monthly, the top 20)."""
+    from mallard.evals.online_analytics import costs
+
+    rows = traces.store().gradeable()
+    per_model = costs(rows, by="model", period="day")
+    per_prompt = costs(rows, by="prompt", period="week")
+    per_user = costs(rows, by="user", period="month").sort_values("cost_usd", ascending=False)
+    return dg.MaterializeResult(
+        metadata={
+            "total_cost_usd": round(float(rows["cost_usd"].sum()), 6) if len(rows) else 0.0,
+            "per_model_per_day": dg.MetadataValue.md(markdown_table(_records(per_model.tail(60)))),
+            "per_prompt_per_week": dg.MetadataValue.md(markdown_table(_records(per_prompt))),
+            "top_users_per_month": dg.MetadataValue.md(
+                markdown_table(_records(per_user, limit=20))
+            ),
+        }
+    )
+
+
+ANALYTICS_ASSETS = [llm_quality_trends, llm_model_comparison, llm_costs]

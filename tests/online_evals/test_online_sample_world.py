@@ -9,7 +9,7 @@ import dagster as dg
 from online_helpers import execute
 from sample_dates import TEST_END_DATE
 
-from assets.online_evals import ONLINE_EVAL_ASSETS, ONLINE_EVAL_JOBS
+from assets.online_evals import ANALYTICS_ASSETS, ONLINE_EVAL_ASSETS, ONLINE_EVAL_JOBS
 from catalog.online_evals import support_assistant_live
 from mallard.config import load_settings
 from mallard.evals import online_scores
@@ -71,3 +71,19 @@ def test_the_regressed_prompt_grounds_measurably_less_after_trace_day_10(
         (online_home / "reports" / "online_evals" / "support_assistant_live").glob("*.png")
     )
     assert len(plots) == 1 and plots[0].stat().st_size > 5_000
+
+    # the analytics assets over the same tables: the trend shows the regression per version
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(ANALYTICS_ASSETS, instance=instance, resources=online_resources)
+    assert result.success
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert meta["llm_quality_trends"]["graded_traces"].value == len(ok)
+    assert "![quality trends](" in meta["llm_quality_trends"]["trends"].value
+    comparison = meta["llm_model_comparison"]["comparison"].value
+    assert "| openai-gpt-4o-mini | gpt-4o-mini |" in comparison
+    assert "| local-qwen-1.5b | qwen2.5-coder-1.5b-instruct |" in comparison
+    total = meta["llm_costs"]["total_cost_usd"].value
+    assert total == round(float(frame["cost_usd"].sum()), 6) and total > 0
