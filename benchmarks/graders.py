@@ -161,6 +161,34 @@ def bench_judge(n: int, settings) -> None:
         print(f"  {label:22} {rate:>10,.2f} items/s   ({tokens} tokens generated)")
 
 
+def _seed(home: Path) -> None:
+    """The help-centre files where the catalog's datasets expect them."""
+    import shutil
+
+    target = home / "sample" / "helpcentre"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, source in (
+        ("articles.jsonl", "articles.jsonl"),
+        ("eval_questions.jsonl", "questions.jsonl"),
+        ("calibration.jsonl", "calibration.jsonl"),
+    ):
+        shutil.copyfile(HELPCENTRE / source, target / name)
+
+
+def _installed(endpoint: str, settings) -> bool:
+    from catalog.llm import ENDPOINTS
+    from mallard.llm.errors import ModelFileError
+
+    declared = ENDPOINTS[endpoint]
+    if declared.is_local:
+        try:
+            declared.gguf.locate(Path(settings.models_dir))
+        except ModelFileError as exc:
+            print(f"{endpoint}: not measured ({exc})")
+            return False
+    return True
+
+
 def calibrate(endpoint: str, settings, limit: int | None) -> None:
     from catalog.chains import HELPCENTRE as CORPUS
     from catalog.llm import ENDPOINTS
@@ -229,19 +257,165 @@ def main() -> None:
     parser.add_argument("--judge-items", type=int, default=6)
     parser.add_argument("--calibrate", nargs="*", default=["qwen-1.5b-local"])
     parser.add_argument("--calibration-limit", type=int, default=None)
+    parser.add_argument(
+        "--align",
+        nargs="*",
+        default=["none", "smollm2-local", "qwen-1.5b-local"],
+        help="fit the composite judges with the LLM signal on these endpoints ('none': without)",
+    )
+    parser.add_argument("--pairwise", nargs="*", default=["smollm2-local", "qwen-1.5b-local"])
+    parser.add_argument(
+        "--home", default=None, help="MALLARD_HOME to use (keeps the LLM cache between runs)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mallard-bench-graders-") as home:
+    with tempfile.TemporaryDirectory(prefix="mallard-bench-graders-") as tmp:
+        home = args.home or tmp
         os.environ["MALLARD_HOME"] = home
         from mallard.config import get_settings
 
         settings = get_settings()
-        bench_rules(args.items)
+        _seed(Path(home))
+        if args.items:
+            bench_rules(args.items)
         if args.embedding_items:
             bench_embedding(args.embedding_items)
         if args.judge_items:
             bench_judge(args.judge_items, settings)
         for endpoint in args.calibrate:
             calibrate(endpoint, settings, args.calibration_limit)
+        for endpoint in args.align:
+            if endpoint == "none" or _installed(endpoint, settings):
+                bench_alignment(None if endpoint == "none" else endpoint, settings)
+        for endpoint in args.pairwise:
+            if _installed(endpoint, settings):
+                bench_pairwise(endpoint, settings, args.calibration_limit)
+
+
+# Composite judges ------------------------------------------------------------------------------
+def composite_judges(endpoint: str | None) -> tuple:
+    """The catalog's composite judges with the LLM signal on `endpoint` (None: no LLM signal)."""
+    from mallard.evals.graders import CompositeJudge, FaithfulnessJudge, ReferenceAgreementJudge
+
+    faithfulness = CompositeJudge(
+        "faithfulness",
+        task="faithfulness",
+        llm=FaithfulnessJudge("faithfulness_verdict", endpoint=endpoint, reasoning=False)
+        if endpoint
+        else None,
+        min_kappa=0.4,
+        labels=("support_faithfulness",),
+        holdout=("support_calibration",),
+    )
+    reference = CompositeJudge(
+        "reference_agreement",
+        task="reference_agreement",
+        llm=ReferenceAgreementJudge(
+            "reference_agreement_verdict", endpoint=endpoint, reasoning=False
+        )
+        if endpoint
+        else None,
+        min_kappa=0.4,
+        labels=("support_calibration",),
+    )
+    return faithfulness, reference
+
+
+def bench_alignment(endpoint: str | None, settings) -> None:
+    """Cross-validated κ (with CI), accuracy, each signal alone, held-out κ, latency and cost
+    per item of both composite judges, fitted with the LLM signal on `endpoint`."""
+    from catalog.chains import CHAINS
+    from catalog.evals import CALIBRATION, CORPORA, DATASETS, SLICES
+    from mallard.evals.alignment import align
+    from mallard.evals.spec import EvalCatalog
+
+    catalog = EvalCatalog(
+        datasets=DATASETS,
+        slices=SLICES,
+        graders=list(composite_judges(endpoint)),
+        calibration=CALIBRATION,
+        chains=CHAINS,
+    )
+    client = _client(settings)
+    label = endpoint or "no LLM signal"
+    try:
+        for name in ("faithfulness", "reference_agreement"):
+            started = time.perf_counter()
+            report = align(catalog, name, client=client, settings=settings, corpora=CORPORA)
+            best, best_kappa = report.best_single
+            print(
+                f"composite judge {name}, LLM signal: {label} ({time.perf_counter() - started:.0f} s)"
+            )
+            print("  " + report.summary().replace("\n", "\n  "))
+            print(
+                f"  composite κ {report.kappa:+.2f} vs best single signal {best} {best_kappa:+.2f}: "
+                f"{'beats it' if report.kappa > best_kappa else 'does NOT beat it'}"
+            )
+    finally:
+        client.close()
+
+
+def bench_pairwise(endpoint: str, settings, limit: int | None = None) -> None:
+    """The pairwise judge (verdict only, by probability) on each calibration answer vs its gold
+    answer, both orders: position-swap disagreement of the sampled verdicts, of the probability
+    margins, and of the margins with the position bias (estimated on the other folds) removed;
+    the tie rate after the tie rule."""
+    from catalog.chains import HELPCENTRE as CORPUS
+    from catalog.evals import support_calibration
+    from mallard.evals.calibration import CorpusContexts
+    from mallard.evals.datasets import read_items
+    from mallard.evals.graders import GradeContext, PairwiseJudge, Sample
+    from mallard.evals.judgemodels import fold_assignment
+
+    items = read_items(support_calibration, HELPCENTRE / "calibration.jsonl")[:limit]
+    client = _client(settings)
+    ctx = GradeContext(client=client, settings=settings)
+    contexts = CorpusContexts.for_corpus(CORPUS)
+    judge = PairwiseJudge(endpoint=endpoint, reasoning=False)
+    margins, sampled = [], []
+    started = time.perf_counter()
+    for item in items:
+        texts, ids = contexts(item)
+        sample = Sample.from_item(
+            item, str(item["inputs"]["answer"]), other_output=item["reference"], contexts=texts
+        )
+        grade = judge.grade(sample, ctx)
+        if grade.error:
+            continue
+        margins.append((grade.details["forward_a_margin"], grade.details["backward_a_margin"]))
+        sampled.append(grade.details["sampled_consistent"])
+    elapsed = time.perf_counter() - started
+    client.close()
+    n = len(margins)
+    if not n:
+        print(f"pairwise on {endpoint}: no item judged")
+        return
+
+    def rates(bias_of: list[float]) -> tuple[float, float]:
+        disagree = ties = 0
+        for (fa, ba), bias in zip(margins, bias_of, strict=True):
+            decision = PairwiseJudge(endpoint=endpoint, position_bias=bias).decide(fa, ba)
+            disagree += not decision["position_consistent"]
+            ties += decision["outcome"] == "tie"
+        return disagree / n, ties / n
+
+    folds = fold_assignment([True] * n, 5)
+    cv_bias = []
+    for i in range(n):
+        train = [(fa + ba) / 2 for j, (fa, ba) in enumerate(margins) if folds[j] != folds[i]]
+        cv_bias.append(sum(train) / len(train))
+    overall = sum((fa + ba) / 2 for fa, ba in margins) / n
+    raw_d, raw_t = rates([0.0] * n)
+    cor_d, cor_t = rates(cv_bias)
+    print(
+        f"pairwise on {endpoint} (verdict only, answer vs gold answer, both orders), {n} items, "
+        f"{elapsed * 1000 / n:.0f} ms per item (two calls):"
+    )
+    print(f"  sampled verdicts: position-swap disagreement {1 - sum(sampled) / n:.0%}")
+    print(f"  by probability: disagreement {raw_d:.0%} before the tie rule, tie rate {raw_t:.0%}")
+    print(
+        f"  by probability, position bias {overall:+.2f} (A's margin) removed, estimated out of fold: "
+        f"disagreement {cor_d:.0%} before the tie rule, tie rate {cor_t:.0%}"
+    )
 
 
 if __name__ == "__main__":

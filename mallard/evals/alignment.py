@@ -73,6 +73,9 @@ class AlignmentReport:
     cost_usd_per_item: float
     threshold: float
     rows: list[dict[str, Any]] = field(default_factory=list)
+    llm_verdict: dict[str, Any] | None = None
+    """The LLM judge alone at its own verdict (P(yes) ≥ 0.5, nothing fitted) on the labelled
+    items, when the judge has the LLM signal: the plain judge the composite replaces."""
 
     @property
     def kappa(self) -> float:
@@ -108,6 +111,12 @@ class AlignmentReport:
             lines.append(
                 f"  signal {name:20} κ alone {row['kappa']:+.2f} [{row['kappa_low']:+.2f}, "
                 f"{row['kappa_high']:+.2f}]  accuracy {row['accuracy']:.2f}"
+            )
+        if self.llm_verdict is not None:
+            row = self.llm_verdict
+            lines.append(
+                f"  the LLM judge alone (its own verdict, nothing fitted): κ {row['kappa']:+.2f} "
+                f"[{row['kappa_low']:+.2f}, {row['kappa_high']:+.2f}], accuracy {row['accuracy']:.2f}"
             )
         for name, row in self.holdout.items():
             lines.append(
@@ -343,6 +352,21 @@ def align(
         )
         ablation[name] = single.summary()
     final = fitter(train, labels)
+    llm_verdict = None
+    verdicts = [(g.passed, y) for g, y in zip(llm, labels, strict=False) if g and not g.error]
+    if verdicts:
+        decided, truth = [d for d, _ in verdicts], [y for _, y in verdicts]
+        kappa, low, high = kappa_interval(decided, truth, resamples=resamples)
+        acc, a_low, a_high = accuracy_interval(decided, truth, resamples=resamples)
+        llm_verdict = {
+            "items": len(verdicts),
+            "kappa": kappa,
+            "kappa_low": low,
+            "kappa_high": high,
+            "accuracy": acc,
+            "accuracy_low": a_low,
+            "accuracy_high": a_high,
+        }
     holdout = {}
     offset = len(labelled)
     for name, rows in holdout_sets.items():
@@ -377,6 +401,7 @@ def align(
             "model": final.to_json(),
             "cv": cv.summary(),
             "ablation": ablation,
+            "llm_verdict": llm_verdict,
             "holdout": holdout,
             "labels": {
                 "items": len(labelled),
@@ -408,6 +433,7 @@ def align(
         latency_ms_per_item=payload["latency_ms_per_item"],
         cost_usd_per_item=payload["cost_usd_per_item"],
         threshold=final.threshold,
+        llm_verdict=llm_verdict,
         rows=[
             {
                 "item_id": x.key,
