@@ -18,10 +18,16 @@ import dagster as dg
 
 from assets.common import markdown_table, png_markdown
 from assets.names import TRACES_ASSET, hour_key, online_eval_job, online_eval_key
-from catalog.online_evals import ONLINE_CATALOG, ONLINE_EVALS
+from catalog.online_evals import ALERT_RULES, ONLINE_CATALOG, ONLINE_EVALS
 from mallard.config import get_settings
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
-from resources import LakeResource, LLMResource, PromptRegistryResource, TraceStoreResource
+from resources import (
+    AlertSinkResource,
+    LakeResource,
+    LLMResource,
+    PromptRegistryResource,
+    TraceStoreResource,
+)
 
 PARTITIONS_START = dt.datetime.combine(get_settings().sample_start_date, dt.time(), tzinfo=dt.UTC)
 hourly_partitions = dg.HourlyPartitionsDefinition(
@@ -411,3 +417,52 @@ def llm_costs(traces: TraceStoreResource) -> dg.MaterializeResult:
 
 
 ANALYTICS_ASSETS = [llm_quality_trends, llm_model_comparison, llm_costs]
+
+
+# Alert rules, as checks on the analytics assets ---------------------------------------------------
+
+
+def build_alert_check(rule: Any) -> dg.AssetChecksDefinition:
+    """The asset check of one alert rule: evaluates it as of the newest trace, records and sends
+    what fires (deduplicated until its renotify interval), passes when nothing fires."""
+    target = llm_model_comparison if rule.metric == "error_rate" else llm_quality_trends
+
+    @dg.asset_check(
+        asset=target,
+        name=f"alert_{rule.name}",
+        description=rule.description or f"{rule.metric} against {rule.threshold}",
+        blocking=False,
+    )
+    def _alert_check(
+        lake: LakeResource, traces: TraceStoreResource, alerts: AlertSinkResource
+    ) -> dg.AssetCheckResult:
+        from mallard.evals import online_scores
+        from mallard.evals.online_alerts import evaluate, notify
+
+        if rule.metric == "error_rate":
+            firings = evaluate(rule, traces=traces.store().gradeable())
+        else:
+            scores = online_scores.current(online_scores.frame(lake.settings()))
+            firings = evaluate(rule, scores=scores)
+        sink = alerts.sink()
+        outcomes = [notify(sink, rule, f) for f in firings]
+        return dg.AssetCheckResult(
+            passed=not firings,
+            severity=dg.AssetCheckSeverity.ERROR
+            if rule.severity == "critical"
+            else dg.AssetCheckSeverity.WARN,
+            description="; ".join(f.reason for f in firings) or "nothing over the threshold",
+            metadata={
+                "firing": len(firings),
+                "notified": sum(o != "suppressed" for o in outcomes),
+                "suppressed": sum(o == "suppressed" for o in outcomes),
+                "groups": dg.MetadataValue.json(
+                    [{"subject": f.subject, "value": round(f.value, 4)} for f in firings]
+                ),
+            },
+        )
+
+    return _alert_check
+
+
+ALERT_CHECKS = [build_alert_check(rule) for rule in ALERT_RULES]

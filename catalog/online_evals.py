@@ -10,6 +10,7 @@ import datetime as dt
 from catalog.graders import GRADERS
 from mallard.evals.graders.reference_free import AnswerRelevance, JsonValid, Length, NoLeak, Refusal
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
+from mallard.evals.online_alerts import QualityAlertRule
 
 answer_relevance = AnswerRelevance(
     threshold=0.3,
@@ -45,3 +46,36 @@ support_assistant_live = OnlineEval(
 
 ONLINE_EVALS = [support_assistant_live]
 ONLINE_CATALOG = OnlineEvalCatalog(ONLINE_EVALS, [*GRADERS, *ONLINE_GRADERS])
+
+grounding_drop = QualityAlertRule(
+    name="grounding_drop",
+    metric="pass_rate_drop",
+    threshold=0.2,
+    eval_name="support_assistant_live",
+    grader="grounding",
+    window=dt.timedelta(days=1),
+    min_count=20,
+    description="The support assistant's grounding pass rate fell by more than 20 points "
+    "against the day before.",
+)
+grounding_median = QualityAlertRule(
+    name="grounding_median_low",
+    metric="median_score",
+    threshold=0.6,
+    eval_name="support_assistant_live",
+    grader="grounding",
+    window=dt.timedelta(days=1),
+    min_count=20,
+    description="Half the support assistant's answers of a prompt version ground under 60 %.",
+)
+error_rate_high = QualityAlertRule(
+    name="error_rate_high",
+    metric="error_rate",
+    threshold=0.05,
+    window=dt.timedelta(hours=6),
+    min_count=20,
+    severity="critical",
+    description="More than 5 % of an endpoint's production calls failed over six hours.",
+)
+
+ALERT_RULES = [grounding_drop, grounding_median, error_rate_high]
