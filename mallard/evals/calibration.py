@@ -115,6 +115,25 @@ class CalibrationReport:
         bound = self.kappa if math.isnan(self.kappa_low) else self.kappa_low
         return self.min_kappa is None or (not math.isnan(bound) and bound >= self.min_kappa)
 
+    def trust(self) -> Trust:
+        """Whether this calibration lets the judge gate, and why (κ, its interval, the minimum)."""
+        minimum = "none" if self.min_kappa is None else f"{self.min_kappa:.2f}"
+        interval = (
+            ""
+            if math.isnan(self.kappa_low)
+            else f" ({self.kappa_method}, 95% CI [{self.kappa_low:.2f}, {self.kappa_high:.2f}])"
+        )
+        bound = "κ" if math.isnan(self.kappa_low) else "the interval's lower end"
+        return Trust(
+            self.judge,
+            self.trusted,
+            f"judge {self.judge!r}: κ {self.kappa:.2f}{interval} on {self.items} items; {bound} "
+            f"vs the minimum {minimum}: {'trusted' if self.trusted else 'untrusted'}",
+            self.kappa,
+            self.min_kappa,
+            self.items,
+        )
+
     SUMMARY_COLUMNS = (
         "judge",
         "model",
@@ -503,7 +522,8 @@ def run_calibration(
         settings=settings,
         run_id=run_id,
     )
-    client.flush()
+    if client is not None:  # composite judges without an LLM signal need none
+        client.flush()
     return reports, {
         "run_id": run_id,
         "dataset": cal.dataset,

@@ -9,6 +9,7 @@ on part of the committed faithfulness labels; the end-to-end test runs the catal
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -254,6 +255,17 @@ def test_trust_needs_the_lower_end_of_the_interval(settings):
     assert "lower end 0.30 < 0.40" in wide.reason and "cross-validated" in wide.reason
     (narrow,) = judge_trust(judge, ctx, calibrations={fingerprint: row(0.6, 0.45)})
     assert narrow.trusted and "lower end ≥ 0.40" in narrow.reason
+    # the calibration asset's check says the same
+    from mallard.evals.calibration import CalibrationReport
+
+    report = CalibrationReport(
+        judge="gated", fingerprint=fingerprint, endpoint="", model="", items=85, errors=0,
+        accuracy=0.8, kappa=0.6, spearman=math.nan, repeat=1, flip_rate=0.0, score_std=0.0,
+        min_kappa=0.4, kappa_low=0.3, kappa_high=0.8, kappa_method="cross-validated",
+    )  # fmt: skip
+    assert not report.trusted and not report.trust().trusted
+    assert "95% CI [0.30, 0.80]" in report.trust().reason
+    assert "lower end vs the minimum 0.40: untrusted" in report.trust().reason
     # a row from before intervals were recorded: κ itself decides
     old = {**row(0.5, 0.0), "kappa_low": None, "kappa_high": None, "kappa_method": None}
     (legacy,) = judge_trust(judge, ctx, calibrations={fingerprint: old})
@@ -444,3 +456,21 @@ def test_labels_from_the_cli_and_the_api_reach_the_next_align(settings, tmp_path
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def test_calibrating_a_composite_judge_is_its_alignment(settings, tmp_path):
+    """`judge_calibration` (run_calibration) fits a composite judge on its labels and records
+    the cross-validated κ with its interval under the new fit's fingerprint."""
+    from catalog.evals import CORPORA
+    from mallard.evals.calibration import latest_calibrations, run_calibration
+    from mallard.evals.graders import GradeContext
+
+    catalog, judge = _small_catalog(tmp_path, min_kappa=0.99)
+    (report,), info = run_calibration(catalog, client=None, settings=settings, corpora=CORPORA)
+    assert report.kappa_method == "cross-validated" and report.fit_version == 1
+    assert report.items == 41 and report.kappa_low <= report.kappa <= report.kappa_high
+    trust = report.trust()
+    assert not trust.trusted and "the interval's lower end vs the minimum 0.99" in trust.reason
+    row = latest_calibrations(settings)[judge.fingerprint(GradeContext(settings=settings))]
+    assert row["run_id"] == info["run_id"] and row["fit_version"] == 1
+    assert row["kappa_low"] == pytest.approx(report.kappa_low) and row["trusted"] is False
