@@ -175,11 +175,13 @@ def build_calibration_asset() -> dg.AssetsDefinition:
         config: CalibrationConfig,
     ):
         """Runs each judge on the human-labelled calibration slice and measures agreement with the
-        human verdicts: accuracy and Cohen's κ of pass/fail, Spearman's ρ against the 1–5 human
-        scores, and with repeat > 1 the judge's own variance. A judge below its declared minimum κ
-        is untrusted: evals relying on it are flagged and cannot gate a promotion."""
+        human verdicts: accuracy and Cohen's κ of pass/fail with a bootstrap interval, Spearman's
+        ρ against the 1–5 human scores, and with repeat > 1 the judge's own variance. A composite
+        judge is refitted on its latest labels instead (`mallard evals align`), its κ
+        cross-validated. A judge whose κ interval's lower end is below its declared minimum is
+        untrusted: evals relying on it are flagged and cannot gate a promotion."""
         from catalog.evals import CORPORA
-        from mallard.evals.calibration import CalibrationReport, Trust, run_calibration
+        from mallard.evals.calibration import CalibrationReport, run_calibration
 
         settings = lake.settings()
         with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
@@ -204,19 +206,7 @@ def build_calibration_asset() -> dg.AssetsDefinition:
                 "run_id": info["run_id"],
             }
         )
-        trust = [
-            Trust(
-                r.judge,
-                r.trusted,
-                f"judge {r.judge!r}: κ {r.kappa:.2f} vs minimum "
-                f"{'none' if r.min_kappa is None else f'{r.min_kappa:.2f}'} on {r.items} items",
-                r.kappa,
-                r.min_kappa,
-                r.items,
-            )
-            for r in reports
-        ]
-        yield _trust_check(trust, dg.AssetKey("judge_calibration"))
+        yield _trust_check([r.trust() for r in reports], dg.AssetKey("judge_calibration"))
 
     return judge_calibration
 
