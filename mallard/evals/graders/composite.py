@@ -287,7 +287,9 @@ class CompositeJudge(Grader):
             else:
                 reference = str(sample.reference or "")
                 sims = [
-                    embeddings.best(sentence, context)[0] if with_context and context else 0.0
+                    embeddings.best(sentence, context)[0]
+                    if embeddings is not None and with_context and context
+                    else 0.0
                     for sentence in answer_sentences
                 ]
                 values = {
