@@ -68,3 +68,6 @@ def execute(request: dg.RunRequest, asset: dg.AssetsDefinition, resources: dict,
     )
     assert result.success
     return result
+
+
+HERE_DIR = Path(__file__).resolve().parent
