@@ -172,8 +172,9 @@ def evaluate(
                         drop,
                         rule.threshold,
                         f"{rule.grader} pass rate fell from {then_rate:.0%} to {now_rate:.0%} "
-                        f"(−{drop:.0%} > {rule.threshold:.0%}) over {_span(rule.window)}, prompt "
-                        f"{prompt} version(s) {versions}, {len(group)} traces",
+                        f"(−{100 * drop:.0f} points > {100 * rule.threshold:.0f}) over "
+                        f"{_span(rule.window)}, prompt {prompt} version(s) {versions}, "
+                        f"{len(group)} traces",
                         len(group),
                         end,
                         {"prompt_name": prompt, "model": model, "prompt_versions": versions},
@@ -197,7 +198,8 @@ def evaluate(
                     value,
                     rule.threshold,
                     f"{rule.grader} {label} {value:.2f} < {rule.threshold:.2f} over "
-                    f"{rule.window}, prompt {prompt} version {int(version)}, {len(group)} traces",
+                    f"{_span(rule.window)}, prompt {prompt} version {int(version)}, "
+                    f"{len(group)} traces",
                     len(group),
                     end,
                     {"prompt_name": prompt, "prompt_version": int(version), "model": model},

@@ -147,7 +147,9 @@ def test_the_rules_run_as_checks_on_the_trends_asset(world, tmp_path) -> None:
     assert evaluations["alert_grounding_drop"].metadata["notified"].value == 1
     median = evaluations["alert_grounding_median_low"]
     assert (
-        not median.passed and "version 2" in median.description and "over 1 d" in median.description
+        not median.passed
+        and "version 2" in median.description
+        and "over 1 d, prompt" in median.description
     )
     stored = resources["alerts"].sink().list(kind="quality")
     assert {a.details["rule"] for a in stored} == {"grounding_drop", "grounding_median_low"}
