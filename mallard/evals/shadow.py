@@ -1,0 +1,203 @@
+"""Shadow against live on the same traces: the statistics, the recommendation and the rule that
+combines it with the offline gate.
+
+A shadow run grades a candidate prompt version's answers to sampled live traces with the live
+eval's graders, so each trace gives a pair (live score, shadow score) per grader. For one
+grader, `compare` gives:
+
+- the paired bootstrap interval of the mean difference (shadow − live), `mallard.evals.stats`;
+- an exact two-sided sign test over the pairs that differ;
+- the power the comparison had: the chance, at this many pairs and the observed spread of the
+  differences, of detecting a true difference of `min_effect` (normal approximation);
+- a recommendation:
+  - **promote**: the interval lies above 0 and the sign test rejects at `alpha`;
+  - **keep**: the interval lies below 0 and the sign test rejects (the shadow is worse), or no
+    difference was found with power ≥ `power_target` (nothing to gain);
+  - **needs more traffic**: fewer than `min_pairs` pairs, or no difference found with too
+    little power to rule out one of `min_effect`.
+
+Requiring both tests keeps false promotions on identical versions at most `alpha / 2`
+(each one-sided), which `tests/online_evals/test_online_shadow.py` checks over 400 null trials.
+
+`promotion_rule` is the gate's rule for offline and online evidence together: a promotion needs
+the offline gate passed and, where shadow traffic exists, no significant loss on any trusted
+grader. An untrusted judge's comparison is shown, but it never blocks or allows anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from mallard.evals.stats import Interval, paired_bootstrap
+
+RECOMMENDATIONS = ("promote", "keep", "needs more traffic")
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    """Shadow against live for one grader on the traces both were graded on."""
+
+    grader: str
+    pairs: int
+    interval: Interval
+    wins: int
+    losses: int
+    ties: int
+    sign_p: float
+    power: float
+    recommendation: str
+    reason: str
+    trusted: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "grader": self.grader,
+            "pairs": self.pairs,
+            "difference": self.interval.estimate,
+            "ci_low": self.interval.low,
+            "ci_high": self.interval.high,
+            "wins": self.wins,
+            "losses": self.losses,
+            "ties": self.ties,
+            "sign_p": self.sign_p,
+            "power": self.power,
+            "recommendation": self.recommendation,
+            "reason": self.reason,
+            "trusted": self.trusted,
+        }
+
+    @property
+    def significant_loss(self) -> bool:
+        return self.recommendation == "keep" and self.interval.high < 0
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial p-value of `wins` against `losses` (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _power(diffs: Sequence[float], effect: float, alpha: float) -> float:
+    """Power of a two-sided z test on the mean difference to detect `effect` at `alpha`."""
+    from statistics import NormalDist, pstdev
+
+    n = len(diffs)
+    spread = pstdev(diffs) if n > 1 else 0.0
+    if n < 2:
+        return 0.0
+    if spread == 0:
+        return 1.0
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    shift = effect * math.sqrt(n) / spread
+    return NormalDist().cdf(shift - z) + NormalDist().cdf(-shift - z)
+
+
+def compare(
+    grader: str,
+    live: Mapping[str, float],
+    shadow: Mapping[str, float],
+    *,
+    alpha: float = 0.05,
+    min_effect: float = 0.05,
+    min_pairs: int = 30,
+    power_target: float = 0.8,
+    resamples: int = 2000,
+    seed: int = 0,
+    trusted: bool = True,
+) -> ShadowComparison:
+    """Compare shadow against live scores (trace id → score in [0, 1]) on their common traces."""
+    common = sorted(set(live) & set(shadow))
+    base = [float(live[t]) for t in common]
+    cand = [float(shadow[t]) for t in common]
+    diffs = [c - b for b, c in zip(base, cand, strict=True)]
+    interval = paired_bootstrap(base, cand, resamples=resamples, confidence=1 - alpha, seed=seed)
+    wins = sum(d > 0 for d in diffs)
+    losses = sum(d < 0 for d in diffs)
+    ties = len(diffs) - wins - losses
+    p = sign_test(wins, losses)
+    power = _power(diffs, min_effect, alpha)
+    n = len(common)
+    if n < min_pairs:
+        verdict, why = "needs more traffic", f"{n} paired traces < {min_pairs}"
+    elif interval.low > 0 and p < alpha:
+        verdict, why = "promote", f"shadow better: {interval}, sign test p={p:.3g}"
+    elif interval.high < 0 and p < alpha:
+        verdict, why = "keep", f"shadow worse: {interval}, sign test p={p:.3g}"
+    elif power < power_target:
+        verdict, why = (
+            "needs more traffic",
+            f"no difference found ({interval}, p={p:.3g}) with power {power:.2f} < "
+            f"{power_target:.2f} to detect ±{min_effect:g}",
+        )
+    else:
+        verdict, why = (
+            "keep",
+            f"no difference found ({interval}, p={p:.3g}) with power {power:.2f} to detect "
+            f"±{min_effect:g}: nothing to gain",
+        )
+    return ShadowComparison(
+        grader, n, interval, wins, losses, ties, p, power, verdict, why, trusted
+    )
+
+
+def recommend(comparisons: Sequence[ShadowComparison]) -> tuple[str, str]:
+    """One recommendation over the trusted graders' comparisons: keep on any significant loss,
+    then needs more traffic if any grader does, promote if any grader gains, else keep."""
+    decisive = [c for c in comparisons if c.trusted]
+    if not decisive:
+        return "needs more traffic", "no trusted grader compared shadow and live"
+    for c in decisive:
+        if c.significant_loss:
+            return "keep", f"{c.grader}: {c.reason}"
+    waiting = [c for c in decisive if c.recommendation == "needs more traffic"]
+    if waiting:
+        return "needs more traffic", "; ".join(f"{c.grader}: {c.reason}" for c in waiting)
+    gains = [c for c in decisive if c.recommendation == "promote"]
+    if gains:
+        return "promote", "; ".join(f"{c.grader}: {c.reason}" for c in gains)
+    return "keep", "no trusted grader shows a gain"
+
+
+@dataclass(frozen=True)
+class PromotionVerdict:
+    """Whether the candidate may become live, and why."""
+
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def promotion_rule(
+    offline_passed: bool,
+    offline_reasons: Sequence[str] = (),
+    shadow: Sequence[ShadowComparison] | None = None,
+) -> PromotionVerdict:
+    """The offline gate and the shadow evidence together: the offline gate must pass; where
+    shadow traffic exists, no trusted grader may show a significant loss. Untrusted graders'
+    comparisons never decide; too little shadow traffic does not block."""
+    if not offline_passed:
+        return PromotionVerdict(False, ["offline gate refused", *offline_reasons])
+    reasons = ["offline gate passed", *offline_reasons]
+    compared = [c for c in shadow or () if c.pairs > 0]
+    if not compared:
+        return PromotionVerdict(True, [*reasons, "no shadow traffic: the offline gate decides"])
+    ignored = [c.grader for c in compared if not c.trusted]
+    if ignored:
+        reasons.append(f"untrusted, shown but not deciding: {ignored}")
+    losses = [c for c in compared if c.trusted and c.significant_loss]
+    if losses:
+        return PromotionVerdict(
+            False, [*reasons, *(f"shadow loses on {c.grader}: {c.reason}" for c in losses)]
+        )
+    return PromotionVerdict(
+        True,
+        [
+            *reasons,
+            *(f"shadow on {c.grader}: {c.recommendation} ({c.reason})" for c in compared),
+        ],
+    )
