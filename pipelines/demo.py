@@ -10,8 +10,12 @@ MALLARD_HOME), so `make dev` shows every run afterwards:
    and the post-promotion guard. A sensor's run request runs at once, with its reason in tags.
 3. The LLM side: prompt versions, the support-assistant chain, offline evals.
 
-Backfills are single runs and everything runs in this one process, so heavy libraries are
-imported once.
+Every run is created on the instance with its code location origin (the `mallard` location) and
+executed in this process with the in-process executor (pipelines/launch.py): it shows under its
+job, on Overview and on the asset pages, and heavy libraries are imported once. Backfills are
+single runs. At the end every sensor and schedule is left RUNNING with the cursors the story
+reached (pipelines/schedules.py's LEFT_OFF names those left off, and why), so `make dev`'s daemon
+carries on from the last simulated day.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from assets.names import (
+    MAINTAIN_LAKE_JOB,
     monitor_job,
     offline_eval_job,
     outcomes_job,
@@ -36,25 +41,6 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 FIRST_TODAY = 59  # the day the first models are trained on (the shift starts on day 60)
 CHUNK_DAYS = 10
-
-
-def _demo_loggers() -> dict:
-    import logging
-
-    import dagster as dg
-
-    @dg.logger(
-        config_schema={"path": str},
-        description="Every Dagster event of the demo's runs, DEBUG included, appended to a file.",
-    )
-    def debug_file(init_context):
-        logger = logging.Logger("mallard-demo-debug", level=logging.DEBUG)
-        handler = logging.FileHandler(init_context.logger_config["path"])
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        return logger
-
-    return {"console": dg.colored_console_logger, "debug_file": debug_file}
 
 
 @dataclass
@@ -70,6 +56,15 @@ class DemoRun:
     prompt_gate: dict[str, object] = field(default_factory=dict)
     seconds: float = 0.0
     debug_log: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per part of the demo (world, code location, each kind of run, ticks, …)."""
+    launching: dict[str, float] = field(default_factory=dict)
+    """What launching through the instance costs, in seconds (included in `phases`)."""
+    automation: dict[str, str] = field(default_factory=dict)
+    """Sensor and schedule name → the status the demo left it in."""
+
+    def spent(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     @property
     def success(self) -> bool:
@@ -92,10 +87,24 @@ def _configure(end_date: dt.date | None, scale: float | None) -> Settings:
 
 
 def llm_run_config(items: int | None) -> dict[str, dict]:
-    """Run config that bounds the LLM half to `items` per step (None: the declared slices)."""
+    """Run config of the LLM half: the gate without its pairwise judge, and with `items`, every
+    step bounded to that many items (None: the declared slices).
+
+    The pairwise judge (both orders of every compared answer, grammar-constrained) takes 10–30 s
+    a call with the local model on 2 cores, minutes for the gate's 12 items; the gate decides on
+    the graders' paired bootstrap without it. `mallard evals promote` runs it."""
+    from catalog.evals import EVALS
+
+    gate = {
+        "__".join(promotion_key(ev.name).path): {"config": {"pairwise": False}}
+        for ev in EVALS
+        if ev.gate
+    }
+    config: dict[str, dict] = {"promote_prompt": gate}
     if items is None:
-        return {}
+        return config
     return {
+        **config,
         "llm_prompts": {"support_assistant_demo": {"config": {"questions": min(items, 3)}}},
         "calibrate_judges": {"judge_calibration": {"config": {"limit": items}}},
         "offline_eval": {"offline_evals__support_assistant": {"config": {"limit": items}}},
@@ -128,11 +137,12 @@ def run_demo(
             spec, settings.sample_dir, progress=lambda m: print(f"[demo]   … {m}")
         )
 
+    demo.spent("sample world", time.perf_counter() - started)
+
+    step = time.perf_counter()
     import dagster as dg
 
-    from pipelines.definitions import defs
-
-    loggers = _demo_loggers()
+    from pipelines.launch import Launcher, write_debug_log
 
     def day(n: int) -> dt.date:
         return spec.start_date + dt.timedelta(days=n)
@@ -141,67 +151,79 @@ def run_demo(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
     demo.debug_log = str(log_path)
-    # The story and Dagster's INFO lines on the console; every DEBUG event in the log file.
-    logging_config = {
-        "loggers": {
-            "console": {"config": {"log_level": "INFO"}},
-            "debug_file": {"config": {"path": str(log_path)}},
-        }
-    }
+    # The story and Dagster's INFO lines on the console; every event, DEBUG included, is copied
+    # from the instance's event log to the file after each run.
+    console = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     print(f"[demo] Dagster's DEBUG log: {log_path}")
 
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, Launcher(instance) as launcher:
+        demo.spent("loading the code location", time.perf_counter() - step)
         bounded = llm_run_config(llm_items)
+
+        def record(launched, label: str, phase: str) -> bool:
+            demo.runs.append(
+                (launched.job_name, launched.run_id, launched.success, launched.seconds)
+            )
+            demo.materialized.update(launched.materialized)
+            demo.spent(phase, launched.seconds)
+            logged = time.perf_counter()
+            write_debug_log(instance, launched.run_id, log_path, launched.job_name)
+            demo.spent("writing the DEBUG log", time.perf_counter() - logged)
+            status = "ok    " if launched.success else "FAILED"
+            print(f"[demo] {status} {label} in {launched.seconds:.1f} s  (run {launched.run_id})")
+            return launched.success
 
         def run(
             job_name: str,
             first: int | None = None,
             last: int | None = None,
             tags: dict | None = None,
+            phase: str | None = None,
         ) -> bool:
             tags = dict(tags or {})
             label = job_name
             if first is not None and last is not None:
                 tags |= {RANGE_START: day(first).isoformat(), RANGE_END: day(last).isoformat()}
                 label += f" days {first}–{last} ({day(first)} … {day(last)})"
-            step = time.perf_counter()
-            job = defs.resolve_job_def(job_name).with_logger_defs(loggers)
-            result = job.execute_in_process(
-                instance=instance,
-                tags=tags,
-                raise_on_error=False,
-                run_config={**logging_config, "ops": bounded.get(_step_kind(job_name), {})},
-            )
-            seconds = time.perf_counter() - step
-            demo.runs.append((job_name, result.run_id, result.success, seconds))
-            demo.materialized.update(
-                e.asset_key.to_user_string()
-                for e in result.get_asset_materialization_events()
-                if e.asset_key
-            )
-            print(f"[demo] {'ok    ' if result.success else 'FAILED'} {label} in {seconds:.1f} s")
-            return result.success
+            config = {**console, "ops": bounded.get(_step_kind(job_name), {})}
+            launched = launcher.run(job_name, run_config=config, tags=tags)
+            return record(launched, label, phase or _step_kind(job_name))
+
+        def run_requested(tick, request) -> bool:
+            launched = launcher.run_request(tick, request, extra_config=console)
+            label = f"{request.job_name} (requested by {tick.sensor})"
+            return record(launched, label, request.job_name)
 
         steps_ok = (
             run("ingest_sources")
-            and run("build_features", 0, FIRST_TODAY)
+            and run("build_features", 0, FIRST_TODAY, phase="build_features days 0–59")
             and run("load_online_store")
             and run("build_training_sets")
             and run("train_models")
         )
+        story = _Story(demo, launcher, day, spec.days)
         if steps_ok:
             demo.story.append(
                 f"day {FIRST_TODAY} ({day(FIRST_TODAY)}): models trained and promoted"
             )
-            steps_ok = _move_through_days(demo, defs, instance, run, day, spec.days)
+            steps_ok = story.move_through_days(run, run_requested)
         if steps_ok:
             steps_ok = run("load_online_store") and run("llm_prompts")
         if steps_ok:
             for job, tags in demo_eval_runs(instance):
                 if not run(job, tags=tags):
+                    steps_ok = False
                     break
             demo.prompt_gate = _latest_metadata(instance, promotion_key("support_assistant"))
         demo.llm = _latest_metadata(instance, dg.AssetKey("support_assistant_demo"))
+        if steps_ok:
+            steps_ok = run(MAINTAIN_LAKE_JOB)
+        if steps_ok:
+            demo.automation = story.arm()
+        demo.launching = {
+            "code location loaded in process": launcher.load_seconds,
+            "creating runs and reading their events back": launcher.seconds_outside_steps,
+        }
     demo.seconds = time.perf_counter() - started
     return demo
 
@@ -248,55 +270,90 @@ def _latest_metadata(instance, key) -> dict[str, object]:
     return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
 
 
-def _move_through_days(demo: DemoRun, defs, instance, run, day, days: int) -> bool:
-    """Chunks of days after the first training: features, monitoring, outcomes, sensor ticks."""
-    import dagster as dg
+class _Story:
+    """The days after the first training, and what the demo hands on to the daemon: the sensors'
+    cursors, their recorded ticks, and which sensors and schedules run."""
 
-    from catalog.monitoring import MONITORED
+    TICKED = ("retrain_on_drift_or_decay", "post_promotion_guard")
 
-    sensors = {
-        name: defs.resolve_sensor_def(name)
-        for name in ("retrain_on_drift_or_decay", "post_promotion_guard")
-    }
-    cursors: dict[str, str | None] = dict.fromkeys(sensors)
-    for first in range(FIRST_TODAY + 1, days, CHUNK_DAYS):
-        last = min(first + CHUNK_DAYS - 1, days - 1)
-        if not run("build_features", first, last):
-            return False
-        for mon in MONITORED:
-            if not run(monitor_job(mon.model), first, last):
+    def __init__(self, demo: DemoRun, launcher, day, days: int):
+        self.demo, self.launcher, self.day, self.days = demo, launcher, day, days
+        self.cursors: dict[str, str | None] = dict.fromkeys(self.TICKED)
+        self.last_ticks: dict[str, float] = {}
+        self.handled: tuple[int, int] | None = None  # last day scored, last day with outcomes
+
+    def tick(self, name: str):
+        """Evaluate one sensor in process on the instance, as of the simulated day."""
+        started = time.perf_counter()
+        tick = self.launcher.tick(name, self.cursors.get(name))
+        self.cursors[name] = tick.cursor
+        self.last_ticks[name] = tick.timestamp
+        self.demo.spent("sensor ticks", time.perf_counter() - started)
+        return tick
+
+    def move_through_days(self, run, run_requested) -> bool:
+        """Chunks of days: features, monitoring, outcomes, then the retraining sensor and the
+        post-promotion guard tick; a sensor's request runs at once, with its reason in tags."""
+        from catalog.monitoring import MONITORED
+
+        demo, day = self.demo, self.day
+        outcomes_last = None
+        for first in range(FIRST_TODAY + 1, self.days, CHUNK_DAYS):
+            last = min(first + CHUNK_DAYS - 1, self.days - 1)
+            if not run("build_features", first, last):
                 return False
-            known_first = max(FIRST_TODAY + 1, first - mon.label_delay_days)
-            known_last = last - mon.label_delay_days
-            if known_last >= known_first and not run(
-                outcomes_job(mon.model), known_first, known_last
-            ):
-                return False
-        # The sensors judge evidence as of the simulated day, not the wall clock.
-        os.environ["MALLARD_TODAY"] = day(last).isoformat()
-        for name, sensor in sensors.items():
-            with dg.build_sensor_context(
-                instance=instance, cursor=cursors[name], definitions=defs, resources=defs.resources
-            ) as context:
-                result = sensor.evaluate_tick(context)
-            cursors[name] = result.cursor
-            if (
-                name == "post_promotion_guard"
-                and result.skip_message
-                and "CI [" in result.skip_message
-            ):
-                demo.story.append(f"day {last} ({day(last)}): guard — {result.skip_message}")
-            for request in result.run_requests or []:
-                tags = dict(request.tags)
-                demo.story.append(
-                    f"day {last} ({day(last)}): sensor requested {request.job_name} — {tags.get('mallard/reason')}"
-                )
-                if not run(request.job_name, tags=tags):
+            for mon in MONITORED:
+                if not run(monitor_job(mon.model), first, last):
                     return False
-                demo.story.append(
-                    f"day {last} ({day(last)}): {_decision(tags.get('mallard/retrain'))}"
+                known_first = max(FIRST_TODAY + 1, first - mon.label_delay_days)
+                known_last = last - mon.label_delay_days
+                if known_last >= known_first:
+                    if not run(outcomes_job(mon.model), known_first, known_last):
+                        return False
+                    outcomes_last = known_last
+            self.handled = (last, outcomes_last if outcomes_last is not None else FIRST_TODAY)
+            # The sensors judge evidence as of the simulated day, not the wall clock.
+            os.environ["MALLARD_TODAY"] = day(last).isoformat()
+            for name in self.TICKED:
+                tick = self.tick(name)
+                message = tick.skip_message or ""
+                if name == "post_promotion_guard" and "CI [" in message:
+                    demo.story.append(f"day {last} ({day(last)}): guard — {message}")
+                for request in tick.run_requests:
+                    tags = dict(request.tags)
+                    demo.story.append(
+                        f"day {last} ({day(last)}): sensor requested {request.job_name} — "
+                        f"{tags.get('mallard/reason')}"
+                    )
+                    if not run_requested(tick, request):
+                        return False
+                    demo.story.append(
+                        f"day {last} ({day(last)}): {_decision(tags.get('mallard/retrain'))}"
+                    )
+        return True
+
+    def arm(self) -> dict[str, str]:
+        """Hand on to the daemon: the new-days sensor's cursor at the days handled, one recorded
+        tick of every other sensor not ticked per chunk (each must request nothing: the demo
+        left nothing for it), and every sensor and schedule RUNNING with its cursor except
+        pipelines/schedules.py's LEFT_OFF."""
+        from pipelines.schedules import LEFT_OFF
+        from sensors.sources import NAME as NEW_DAYS
+        from sensors.sources import handled_cursor
+
+        if self.handled is not None:
+            scored, joined = (self.day(n) for n in self.handled)
+            self.cursors[NEW_DAYS] = handled_cursor(scored, scored, scored, joined)
+        for name in self.launcher.standard_sensors():
+            if name in self.TICKED:
+                continue
+            tick = self.tick(name)
+            if tick.run_requests:
+                raise RuntimeError(
+                    f"{name} still requests {[r.job_name for r in tick.run_requests]} after the "
+                    "demo: its cursor does not cover what the demo ran"
                 )
-    return True
+        return self.launcher.arm(self.cursors, LEFT_OFF, self.last_ticks)
 
 
 def _decision(model: str | None) -> str:
@@ -331,7 +388,9 @@ def model_figures(settings: Settings) -> dict[str, dict]:
     world = settings.sample_dir / "world.json"
     generated = json.loads(world.read_text())["spec"] if world.exists() else {}
     end = dt.date.fromisoformat(generated.get("end_date", settings.sample_end_date.isoformat()))
-    shift = WorldSpec(end_date=end).day_start(int(generated.get("shift_day", 60))).date()
+    days = int(generated.get("days", WorldSpec(end_date=end).days))  # more once days are added
+    shift = WorldSpec(end_date=end, days=days).day_start(int(generated.get("shift_day", 60)))
+    shift = shift.date()
 
     def evaluation(name: str, version: int) -> dict:
         run_id = run_id_of(get_version(c, name, version), name)
@@ -470,6 +529,12 @@ def print_summary(demo: DemoRun) -> None:
         )
         for reason in str(gate.get("reasons") or "").splitlines()[:4]:
             print(f"                  {reason}")
+    if demo.automation:
+        running = sorted(n for n, status in demo.automation.items() if status == "RUNNING")
+        stopped = sorted(n for n, status in demo.automation.items() if status != "RUNNING")
+        print(f"  automation      RUNNING: {', '.join(running)}")
+        if stopped:
+            print(f"                  left off (README, Automation): {', '.join(stopped)}")
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
     print(f"  reports         {settings.reports_dir}")
@@ -481,6 +546,25 @@ def print_summary(demo: DemoRun) -> None:
     print("                  make mlflow  → http://127.0.0.1:5000 (runs and the champion alias)")
     print("                  uv run mallard alerts list · mallard models list · mallard evals show")
     print(f"  run time        {demo.seconds:.1f} s (after installation)")
+    for line in timing_lines(demo):
+        print(f"    {line}")
+
+
+def timing_lines(demo: DemoRun) -> list[str]:
+    """Where the run time went: seconds per part, largest first, and what launching through the
+    instance cost."""
+    lines = [
+        f"{seconds:7.1f} s  {phase}"
+        for phase, seconds in sorted(demo.phases.items(), key=lambda kv: -kv[1])
+    ]
+    other = demo.seconds - sum(demo.phases.values())
+    lines.append(f"{other:7.1f} s  the rest (story bookkeeping, summaries)")
+    if demo.launching:
+        lines.append(
+            "launching through the instance: "
+            + "; ".join(f"{k} {v:.1f} s" for k, v in demo.launching.items())
+        )
+    return lines
 
 
 def main() -> None:

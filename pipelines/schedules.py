@@ -24,3 +24,12 @@ NIGHTLY_MAINTENANCE = dg.ScheduleDefinition(
 )
 
 SCHEDULES = [*WEEKLY_RETRAIN, NIGHTLY_MAINTENANCE]
+
+LEFT_OFF: dict[str, str] = {
+    schedule.name: "the sample world grows only when `mallard demo-data --add-days` adds days, so "
+    "a calendar retrain would refit the same rows every Monday; retrain_on_drift_or_decay "
+    "retrains on fresh evidence. Switch it on where the sources grow every day."
+    for schedule in WEEKLY_RETRAIN
+}
+"""The schedules and sensors `make demo` leaves STOPPED, each with why (the README lists them);
+every other one it leaves RUNNING, with the cursors the demo reached."""
