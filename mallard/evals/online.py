@@ -239,6 +239,11 @@ class OnlineEvalCatalog:
 # Reading the traces table ----------------------------------------------------------------------
 
 
+TRACE_LOOKBACK = dt.timedelta(days=1)
+"""How long before its newest span a trace's first span may have started (longer traces are
+graded on the spans of their last day)."""
+
+
 def changed_traces(
     table_path: Path | str,
     *,
@@ -264,16 +269,34 @@ def changed_traces(
     except Exception:  # noqa: BLE001 - that version's log is gone: read it all (scores dedupe)
         return upgrade(dataset.to_table())
     before = set(earlier.get_add_actions().column("path").to_pylist())
-    ids: set[str] = set(also)
+    retry = set(also)
+    ids: set[str] = set(retry)
+    earliest: dt.datetime | None = None
+    found = []
     for fragment in dataset.get_fragments():
         if fragment.path not in before:
-            ids.update(fragment.to_table(columns=["trace_id"]).column("trace_id").to_pylist())
+            found.append(fragment.to_table(columns=["trace_id", "timestamp"]))
     if through is not None:
-        held = dataset.to_table(columns=["trace_id"], filter=ds.field("timestamp") > _utc(through))
-        ids.update(held.column("trace_id").to_pylist())
+        found.append(
+            dataset.to_table(
+                columns=["trace_id", "timestamp"], filter=ds.field("timestamp") > _utc(through)
+            )
+        )
+    for part in found:
+        ids.update(part.column("trace_id").to_pylist())
+        if part.num_rows:
+            first = min(part.column("timestamp").to_pylist())
+            earliest = first if earliest is None else min(earliest, first)
     if not ids:
         return upgrade(dataset.schema.empty_table())
-    return upgrade(of_traces(dataset.to_table(), ids))
+    # A trace's other spans started at most TRACE_LOOKBACK before its new ones: read from
+    # there, not the whole table (retries, whose times are not known here, read it all).
+    window = (
+        None
+        if retry or earliest is None
+        else ds.field("timestamp") >= _utc(earliest - TRACE_LOOKBACK)
+    )
+    return upgrade(of_traces(dataset.to_table(filter=window), ids))
 
 
 def read_traces(

@@ -189,3 +189,31 @@ def test_a_new_grader_version_grades_the_traces_again(online_home, online_resour
     stored = online_scores.frame(settings, eval_name="versioned")
     assert len(stored) == 16 and stored["grader_fingerprint"].nunique() == 2
     assert ONLINE_CATALOG.get(SPEC.name) is SPEC
+
+
+def test_a_trace_completed_in_a_later_version_is_read_with_all_its_spans(online_home) -> None:
+    from mallard.evals.online import changed_traces, gradeable
+
+    trace = "ef" * 16
+    retrieval = call(
+        0, trace_id=trace, span_id="00000000000000a1", span_kind="retrieval", output=""
+    )
+    first = append(online_home, [retrieval, *[call(100 + i) for i in range(5)]])
+    generation = call(
+        3,
+        trace_id=trace,
+        span_id="00000000000000a2",
+        parent_span_id="",
+        retrieved_text="",
+        retrieved_ids=[],
+    )
+    second = append(online_home, [generation])
+    spans = changed_traces(
+        online_home / "lake" / "traces",
+        version=second,
+        since_version=first,
+        through=AT + dt.timedelta(hours=3),
+    )
+    assert sorted(spans.column("span_id").to_pylist()) == ["00000000000000a1", "00000000000000a2"]
+    (row,), _, _ = gradeable(spans, cutoff=None)
+    assert row["retrieved_ids"] == ["HC-001"]  # the context came from the first version's span
