@@ -29,10 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mallard.evals.stats import Interval, paired_bootstrap
 
 RECOMMENDATIONS = ("promote", "keep", "needs more traffic")
+REPLAY_VARIABLES = {"question": "input", "input": "input", "context": "retrieved_text"}
+"""What a shadow prompt's variables are filled with, from the live trace's gradeable row."""
 
 
 @dataclass(frozen=True)
@@ -201,3 +204,63 @@ def promotion_rule(
             *(f"shadow on {c.grader}: {c.recommendation} ({c.reason})" for c in compared),
         ],
     )
+
+
+def replay(
+    rows: Sequence[Mapping[str, Any]],
+    version: Any,
+    client: Any,
+    *,
+    run_id: str,
+    endpoint: str | None = None,
+) -> list[dict[str, Any]]:
+    """The shadow's answers to live traces: `version` (a PromptVersion) rendered with each
+    trace's question and retrieved context (`REPLAY_VARIABLES`), sent to the trace's endpoint
+    (or `endpoint`) with `run_id` set, so the call is recorded as Mallard's own and never graded
+    as production. Each answer is a copy of the live row with the shadow's output, version,
+    tokens, cost, latency and status; a failed call is an error row."""
+    unknown = [v for v in version.variables if v not in REPLAY_VARIABLES]
+    if unknown:
+        raise ValueError(
+            f"prompt {version.name!r} v{version.version} has variables {unknown} a replay "
+            f"cannot fill; a shadow prompt may use {sorted(REPLAY_VARIABLES)}"
+        )
+    out = []
+    for row in rows:
+        values = {v: row.get(REPLAY_VARIABLES[v]) or "" for v in version.variables}
+        shadow = {
+            **row,
+            "prompt_name": version.name,
+            "prompt_version": version.version,
+            "run_id": run_id,
+        }
+        try:
+            answer = client.complete(
+                endpoint or row["endpoint"],
+                version.render(values),
+                run_id=run_id,
+                user_id=row.get("user_id") or "",
+                prompt_name=version.name,
+                prompt_version=version.version,
+                retrieved_ids=list(row.get("retrieved_ids") or ()),
+                retrieved_text=row.get("retrieved_text") or "",
+                trace_input=row.get("input") or "",
+                attributes={"shadow_of": row["trace_id"]},
+                **dict(version.params),
+            )
+        except Exception as exc:  # noqa: BLE001 - one failed replay is an error row, not a failed run
+            shadow.update(output="", status="error", error=f"{type(exc).__name__}: {exc}")
+        else:
+            shadow.update(
+                output=answer.text,
+                status="ok",
+                error="",
+                endpoint=answer.endpoint,
+                model=answer.model,
+                latency_ms=answer.latency_ms,
+                cost_usd=answer.cost_usd,
+                prompt_tokens=getattr(answer, "prompt_tokens", 0),
+                completion_tokens=getattr(answer, "completion_tokens", 0),
+            )
+        out.append(shadow)
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pyarrow as pa
 from sample_dates import TEST_END_DATE
@@ -104,3 +105,84 @@ def test_the_combined_rule_on_each_branch() -> None:
     assert ignored.promote and any("untrusted" in r for r in ignored.reasons)
     waiting = promotion_rule(True, [], [few])
     assert waiting.promote  # too little traffic does not block; a significant loss would
+
+
+def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_calls(
+    tmp_path,
+) -> None:
+    """The scripted OpenAI-compatible server stands in for `openai-gpt-4o-mini` (a simulation):
+    it answers a prompt that gives it the articles and asks it to use only them with the seed's
+    grounded answer, any other prompt with the regressed one."""
+    from prometheus_client import CollectorRegistry
+
+    from mallard.config import load_settings
+    from mallard.evals.shadow import replay
+    from mallard.llm.client import LLMClient
+    from mallard.llm.endpoints import Endpoint, Endpoints
+    from mallard.llm.metrics import LLMMetrics
+    from mallard.llm.prompts.registry import PromptRegistry
+    from mallard.llm.prompts.template import PromptTemplate
+    from mallard.llm.testing import FakeOpenAIServer
+    from mallard.traces.store import TraceStore
+
+    seeds = [
+        json.loads(line) for line in (HELPCENTRE_DIR / "trace_seeds.jsonl").read_text().splitlines()
+    ]
+
+    def answer(body):
+        text = "\n".join(str(m.get("content") or "") for m in body["messages"])
+        seed = next(s for s in seeds if any(p in text for p in s["paraphrases"]))
+        grounded = "using only the help-centre articles" in text and "[HC-" in text
+        return seed["grounded_answer" if grounded else "ungrounded_answer"]
+
+    spec = WorldSpec(end_date=TEST_END_DATE, customers=100, traces_per_day=8)
+    frame = _traces_frame(spec)
+    rows, _, _ = gradeable(pa.Table.from_pandas(frame, schema=trace_schema()), cutoff=None)
+    regressed = [r for r in rows if r["prompt_version"] == 2 and r["status"] == "ok"]
+    live = [r for r in regressed if r["endpoint"] == "openai-gpt-4o-mini"][:30]
+    local = next(r for r in regressed if r["endpoint"] == "local-qwen-1.5b")
+    prompts = Path(__file__).resolve().parents[2] / "catalog" / "prompts" / "support_assistant"
+    registry = PromptRegistry(tmp_path / "prompts.sqlite")
+    grounded, _ = registry.register(PromptTemplate.from_file(prompts / "v1_grounded.toml"))
+    settings = load_settings(home=tmp_path / "home")
+    store = TraceStore(tmp_path / "home" / "lake" / "traces")
+    with FakeOpenAIServer(model="gpt-4o-mini", reply=answer) as server:
+        endpoints = Endpoints(
+            [
+                Endpoint(
+                    name="openai-gpt-4o-mini",
+                    provider="openai-compatible",
+                    model="gpt-4o-mini",
+                    base_url=server.base_url,
+                    timeout_s=5,
+                )
+            ]
+        )
+        client = LLMClient(
+            endpoints,
+            settings=settings,
+            metrics=LLMMetrics(CollectorRegistry()),
+            semantic_cache=False,
+            traces=store.recorder(),
+        )
+        try:
+            shadow = replay([*live, local], grounded, client, run_id="shadow-run")
+        finally:
+            client.close()
+    *shadow, failed = shadow  # an endpoint this deployment cannot reach: an error row
+    assert failed["status"] == "error" and "no endpoint named 'local-qwen-1.5b'" in failed["error"]
+    assert [r["error"] for r in shadow] == [""] * len(live)
+    assert {r["prompt_version"] for r in shadow} == {grounded.version}
+    grader = Grounding()
+    result = compare(
+        "grounding",
+        {r["trace_id"]: grader.grade(sample_of(r)).score for r in live},
+        {r["trace_id"]: grader.grade(sample_of(r)).score for r in shadow},
+        min_pairs=20,
+    )
+    assert result.recommendation == "promote", result.reason
+    # the replayed calls are Mallard's own: the online evals never grade them
+    recorded = store.arrow()
+    assert recorded.num_rows == len(live)
+    assert set(recorded.column("run_id").to_pylist()) == {"shadow-run"}
+    assert gradeable(recorded, cutoff=None)[0] == []
