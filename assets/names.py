@@ -3,6 +3,8 @@
 Assets, sensors, jobs, the demo and the CLI use these; nothing rebuilds a name from a string.
 """
 
+import datetime as dt
+
 import dagster as dg
 
 MODEL_STAGES = ("candidate", "training_statistics", "evaluation", "champion", "explanations")
@@ -88,3 +90,25 @@ def canary_asset(model: str) -> str:
 
 def canary_job(model: str) -> str:
     return f"canary_{model}"
+
+
+# Traces
+TRACES_ASSET = "traces"
+
+
+# Online evals
+ONLINE_EVAL_SENSOR = "online_evals"
+
+
+def online_eval_key(name: str) -> dg.AssetKey:
+    """An online eval's hourly asset: `online_evals/support_assistant`."""
+    return dg.AssetKey(["online_evals", name])
+
+
+def online_eval_job(name: str) -> str:
+    return f"online_eval_{name}"
+
+
+def hour_key(hour: dt.datetime) -> str:
+    """The hourly partition key of a UTC hour: `2026-06-30-09:00`."""
+    return hour.astimezone(dt.UTC).strftime("%Y-%m-%d-%H:%M")

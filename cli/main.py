@@ -64,8 +64,17 @@ def info() -> None:
     default=None,
     help="Size: 1.0 ≈ 20,000 customers (default: MALLARD_SAMPLE_SCALE).",
 )
-def demo_data(end_date: dt.date | None, seed: int | None, scale: float | None) -> None:
-    """Generate the Pondstream sample world under MALLARD_HOME/sample."""
+@click.option(
+    "--add-days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Add N days after the existing world's last day instead of generating a new one: its "
+    "start date and every earlier row stay as they were.",
+)
+def demo_data(
+    end_date: dt.date | None, seed: int | None, scale: float | None, add_days: int | None
+) -> None:
+    """Generate the Pondstream sample world under MALLARD_HOME/sample (or add days to it)."""
     from mallard.sample_world.generate import WorldSpec, generate_world
 
     overrides = {
@@ -73,6 +82,14 @@ def demo_data(end_date: dt.date | None, seed: int | None, scale: float | None) -
         for k, v in {"seed": seed, "sample_scale": scale, "end_date": end_date}.items()
         if v is not None
     }
+    if add_days is not None:
+        if overrides:
+            raise click.UsageError(
+                "--add-days extends the existing world with its own seed, size and start date; "
+                "leave out --end-date, --seed and --scale"
+            )
+        _add_days(add_days)
+        return
     settings = load_settings(**overrides).ensure_home()
     spec = WorldSpec(
         end_date=settings.sample_end_date,
@@ -94,6 +111,31 @@ def demo_data(end_date: dt.date | None, seed: int | None, scale: float | None) -
         click.echo(f"  {key:22} {before[key]:10.4f} → {after[key]:10.4f}")
 
 
+def _add_days(days: int) -> None:
+    from mallard.sample_world.generate import WorldNotExtensible, extend_world, read_spec
+
+    settings = get_settings().ensure_home()
+    try:
+        before = read_spec(settings.sample_dir)
+        click.echo(
+            f"Adding {days} day(s) to the world of {before.start_date} … {before.end_date} "
+            f"in {settings.sample_dir}"
+        )
+        summary = extend_world(
+            settings.sample_dir, days, progress=lambda msg: click.echo(f"  … {msg}")
+        )
+    except WorldNotExtensible as exc:
+        raise click.ClickException(str(exc)) from None
+    after = read_spec(settings.sample_dir)
+    click.echo(f"The world now runs {after.start_date} … {after.end_date} ({after.days} days)")
+    for name, count in summary.rows.items():
+        click.echo(f"  {name:16} {count:>12,} rows")
+    click.echo(
+        "With `make dev` running, the new_source_days sensor requests the new days' features, "
+        "scoring, drift and outcomes within a few minutes."
+    )
+
+
 @main.command("settings")
 def show_settings() -> None:
     """Print the settings as JSON."""
@@ -107,8 +149,9 @@ def _register_subcommands() -> None:
     from cli.models import models
     from cli.ops import ops
     from cli.prompts import prompts
+    from cli.traces import traces
 
-    for group in (features, models, alerts, prompts, evals, ops):
+    for group in (features, models, alerts, prompts, evals, ops, traces):
         main.add_command(group)
     from cli.serve import add_serving_commands
 

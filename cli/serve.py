@@ -72,6 +72,7 @@ def build_app(models: list[Any] | None = None) -> Any:
             feature_registry=REGISTRY,
             prompts=resources.prompts.registry(),
             prediction_log=resources.prediction_log.buffer(),
+            traces=resources.traces.buffer(),
             models=served_models(settings) if models is None else models,
             close=stack.close,
         )
