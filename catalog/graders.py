@@ -7,8 +7,9 @@ default, so the demo fits its time budget) and score from their verdict tokens' 
 negation and overlap features and (on a capable endpoint) the LLM judge's P(yes), combined by a
 model fitted on the human labels (`mallard evals align`, or the judge_calibration asset); their
 κ is cross-validated and they gate only when its interval's lower end reaches `min_kappa`.
-SmolLM2's P(yes) carries no signal (docs/BENCHMARKS.md: κ alone ≈ 0, and the composite is no
-better with it), so on SmolLM2 the composites leave it out and make no LLM call at all.
+SmolLM2's P(yes) carries no signal (docs/EVALS.md, composite judges: κ alone +0.10 for
+faithfulness, and the composite is no better with it), so on SmolLM2 the composites leave it out
+and make no LLM call at all.
 """
 
 import re
