@@ -380,10 +380,15 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
         config: PromotionConfig,
     ) -> dg.MaterializeResult:
         from mallard.evals.compare import promote_prompt
+        from mallard.evals.shadow import promotion_rule, shadow_evidence
 
         settings = lake.settings()
         registry = prompts.registry()
         before = registry.labels(ev.prompt).get(gate.label)
+        # The combined rule (docs/ONLINE_EVALS.md): a trusted significant loss in shadow blocks.
+        candidate = config.candidate_version or registry.labels(ev.prompt).get(gate.candidate_label)
+        shadow = shadow_evidence(settings, ev.prompt, candidate)
+        online = promotion_rule(True, [], shadow)
         with llm.client(run_id=context.run.run_id, semantic_cache=False) as client:
             decision = promote_prompt(
                 CATALOG,
@@ -393,18 +398,21 @@ def build_promotion_asset(ev: OfflineEval) -> dg.AssetsDefinition:
                 settings=settings,
                 candidate_version=config.candidate_version,
                 actor=f"dagster-run:{context.run.run_id}",
-                dry_run=config.dry_run,
+                dry_run=config.dry_run or not online.promote,
                 pairwise=config.pairwise,
                 progress=None,
             )
         context.log.info(str(decision))
         mirrored = _mirror_prompts(context, mlflow, registry, [ev.prompt])
         metadata: dict[str, Any] = {
-            "verdict": decision.verdict,
+            "verdict": decision.verdict if online.promote else "refused: a loss in shadow",
             "candidate_version": decision.candidate_version,
             f"{gate.label}_before": before if before is not None else "none",
             f"{gate.label}_after": registry.labels(ev.prompt).get(gate.label, "none"),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "gate_rule": dg.MetadataValue.md(
+                "\n".join(f"- {r}" for r in promotion_rule(decision.promote, [], shadow).reasons)
+            ),
         }
         metadata.update(mirrored)
         comparison = decision.comparison

@@ -283,6 +283,146 @@ ONLINE_EVAL_JOBS = [
 ]
 
 
+# Shadow prompts: a candidate version replayed on live traces ------------------------------------
+
+
+def shadow_comparison_key(name: str) -> dg.AssetKey:
+    """The shadow comparison of an online eval: `shadow_comparison/support_assistant_live`."""
+    return dg.AssetKey(["shadow_comparison", name])
+
+
+def _shadow_candidate(spec: OnlineEval, registry: Any) -> tuple[Any, str]:
+    """The candidate PromptVersion the eval declares (None and why when there is none)."""
+    assert spec.prompt
+    if spec.shadow_version is not None:
+        try:
+            return registry.version(spec.prompt, spec.shadow_version), ""
+        except Exception as exc:  # noqa: BLE001 - an unregistered version: nothing to replay
+            return None, f"prompt {spec.prompt!r} v{spec.shadow_version} is not registered ({exc})"
+    labels = registry.labels(spec.prompt) if spec.prompt in registry.names() else {}
+    version = labels.get(spec.shadow_label)
+    if version is None:
+        return None, (
+            f"label {spec.shadow_label!r} of prompt {spec.prompt!r} points to no version "
+            f"(labels: {labels}); point it at the candidate to run it in shadow"
+        )
+    return registry.version(spec.prompt, version), ""
+
+
+def build_shadow_asset(
+    spec: OnlineEval, catalog: OnlineEvalCatalog = ONLINE_CATALOG
+) -> dg.AssetsDefinition:
+    """The shadow comparison of one online eval that declares a candidate prompt version."""
+    graders = catalog.graders(spec.name)
+    candidate_name = (
+        f"label {spec.shadow_label!r}" if spec.shadow_label else f"v{spec.shadow_version}"
+    )
+
+    @dg.asset(
+        key=shadow_comparison_key(spec.name),
+        group_name="llm_online",
+        deps=[online_eval_key(spec.name)],
+        kinds={"json"},
+        description=f"Shadow run of {spec.prompt} {candidate_name} on the newest "
+        f"{spec.shadow_traces} live traces {spec.name} graded: the same questions, retrieved "
+        "context and endpoint, graded by the same graders; per grader a paired bootstrap "
+        "interval, sign test and power, and promote / keep / needs more traffic.",
+    )
+    def _shadow(
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        traces: TraceStoreResource,
+        prompts: PromptRegistryResource,
+        llm: LLMResource,
+    ) -> dg.MaterializeResult:
+        """Replay the candidate on a sample of live traces, grade its answers with the live
+        eval's graders and compare them with the live grades of the same traces."""
+        from mallard.evals import online_scores
+        from mallard.evals.graders.base import GradeContext
+        from mallard.evals.online import grade, gradeable, read_traces
+        from mallard.evals.shadow import (
+            ShadowRun,
+            compare_graded,
+            recommend,
+            replay,
+            save_run,
+            shadow_live_pairs,
+        )
+
+        settings = lake.settings()
+        run_id = context.run.run_id
+        candidate, missing = _shadow_candidate(spec, prompts.registry())
+        if candidate is None:
+            return dg.MaterializeResult(
+                metadata={"recommendation": "needs more traffic", "reason": missing}
+            )
+        live = online_scores.current(online_scores.frame(settings, eval_name=spec.name))
+        ids, live_versions = (
+            shadow_live_pairs(live, candidate.version, spec.shadow_traces)
+            if len(live)
+            else ([], [])
+        )
+        store = traces.store()
+        rows: list[dict[str, Any]] = []
+        if ids:
+            rows, _, _ = gradeable(read_traces(store.table_path, trace_ids=ids), cutoff=None)
+        # Replayed calls carry this run's id: recorded as Mallard's own, never graded as live.
+        with llm.client(run_id=run_id, semantic_cache=False) as client:
+            answers = replay(rows, candidate, client, run_id=run_id)
+            ok = [a for a in answers if a["status"] == "ok"]
+            ctx = GradeContext(client=client, run_id=run_id, settings=settings)
+            shadow_scores = grade(
+                spec,
+                graders,
+                ok,
+                ctx,
+                run_id=run_id,
+                traces_version=None,
+                trust=lambda g: _trust(g, ctx, settings),
+            )
+        comparisons = compare_graded(live[live["trace_id"].isin(ids)], shadow_scores)
+        verdict, why = recommend(comparisons)
+        result = ShadowRun(
+            eval_name=spec.name,
+            prompt=candidate.name,
+            candidate_version=candidate.version,
+            live_versions=live_versions,
+            replayed=len(answers),
+            errors=len(answers) - len(ok),
+            comparisons=comparisons,
+            recommendation=verdict,
+            reason=why,
+            cost_usd=round(sum(float(a.get("cost_usd") or 0) for a in ok), 6),
+            run_id=run_id,
+            at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        path = save_run(settings, result)
+        context.log.info(f"{spec.name} shadow v{candidate.version}: {verdict} ({why})")
+        return dg.MaterializeResult(
+            metadata={
+                "recommendation": verdict,
+                "reason": why,
+                "candidate_version": candidate.version,
+                "live_versions": dg.MetadataValue.json(live_versions),
+                "replayed": result.replayed,
+                "replay_errors": result.errors,
+                "replay_cost_usd": result.cost_usd,
+                "comparisons": dg.MetadataValue.md(
+                    markdown_table([_rounded(c.as_dict()) for c in comparisons])
+                ),
+                "shadow_run": dg.MetadataValue.path(str(path)),
+            }
+        )
+
+    return _shadow
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+
+
+SHADOW_ASSETS = [build_shadow_asset(spec) for spec in ONLINE_EVALS if spec.has_shadow]
+
 # Analytics over production traffic and its grades ------------------------------------------------
 
 

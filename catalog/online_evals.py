@@ -39,9 +39,12 @@ support_assistant_live = OnlineEval(
     sampling_rate=0.5,
     delay=dt.timedelta(minutes=2),
     batch_size=500,
+    shadow_label="shadow",
+    shadow_traces=60,
     description="Every other production answer of the support assistant (any version, any "
     "endpoint), two minutes after its last span: grounded in the retrieved articles, on the "
-    "question, not a refusal, no leak, a sensible length.",
+    "question, not a refusal, no leak, a sensible length. The version labelled `shadow` is "
+    "replayed on its 60 newest graded traces (shadow_comparison/support_assistant_live).",
 )
 
 ONLINE_EVALS = [support_assistant_live]

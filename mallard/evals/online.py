@@ -69,6 +69,13 @@ class OnlineEval:
     batch_size: int = 500
     include_errors: bool = False
     description: str = ""
+    shadow_label: str | None = None
+    """A candidate version of `prompt`, by label, to replay in shadow on live traces."""
+    shadow_version: int | None = None
+    """… or by version number."""
+    shadow_traces: int = 60
+    """How many of the newest live graded traces (not already of the candidate) a shadow run
+    replays."""
 
     def __post_init__(self) -> None:
         check_identifier("OnlineEval", self.name)
@@ -133,11 +140,37 @@ class OnlineEval:
                 "(or a number of seconds)"
             )
         object.__setattr__(self, "delay", delay)
+        if (self.shadow_label or self.shadow_version is not None) and not self.prompt:
+            raise DeclarationError(
+                f"OnlineEval {owner!r}: shadow_label/shadow_version need prompt=<the prompt's "
+                "name> (the candidate is a version of the prompt the live traces used)"
+            )
+        if self.shadow_label and self.shadow_version is not None:
+            raise DeclarationError(
+                f"OnlineEval {owner!r}: give shadow_label or shadow_version, not both"
+            )
+        if self.shadow_version is not None and (
+            not isinstance(self.shadow_version, int) or self.shadow_version < 1
+        ):
+            raise DeclarationError(
+                f"OnlineEval {owner!r}: shadow_version={self.shadow_version!r} must be a "
+                "version number ≥ 1"
+            )
+        if not isinstance(self.shadow_traces, int) or self.shadow_traces < 1:
+            raise DeclarationError(
+                f"OnlineEval {owner!r}: shadow_traces={self.shadow_traces!r} must be an integer "
+                "≥ 1 (how many live traces a shadow run replays)"
+            )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise DeclarationError(
                 f"OnlineEval {owner!r}: batch_size={self.batch_size!r} must be an integer ≥ 1 "
                 "(the most traces one run grades)"
             )
+
+    @property
+    def has_shadow(self) -> bool:
+        """Whether a candidate prompt version is declared for shadow runs."""
+        return bool(self.shadow_label) or self.shadow_version is not None
 
     @property
     def grader_names(self) -> list[str]:

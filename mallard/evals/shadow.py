@@ -61,6 +61,7 @@ class ShadowComparison:
             "difference": self.interval.estimate,
             "ci_low": self.interval.low,
             "ci_high": self.interval.high,
+            "confidence": self.interval.confidence,
             "wins": self.wins,
             "losses": self.losses,
             "ties": self.ties,
@@ -264,3 +265,154 @@ def replay(
             )
         out.append(shadow)
     return out
+
+
+@dataclass(frozen=True)
+class ShadowRun:
+    """A shadow run's outcome: the candidate, what was replayed, each grader's comparison and
+    the overall recommendation."""
+
+    eval_name: str
+    prompt: str
+    candidate_version: int
+    live_versions: list[int]
+    replayed: int
+    errors: int
+    comparisons: list[ShadowComparison]
+    recommendation: str
+    reason: str
+    cost_usd: float = 0.0
+    run_id: str = ""
+    at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "eval_name": self.eval_name,
+            "prompt": self.prompt,
+            "candidate_version": self.candidate_version,
+            "live_versions": list(self.live_versions),
+            "replayed": self.replayed,
+            "errors": self.errors,
+            "comparisons": [c.as_dict() for c in self.comparisons],
+            "recommendation": self.recommendation,
+            "reason": self.reason,
+            "cost_usd": self.cost_usd,
+            "run_id": self.run_id,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShadowRun:
+        comparisons = [
+            ShadowComparison(
+                grader=c["grader"],
+                pairs=int(c["pairs"]),
+                interval=Interval(
+                    c["difference"],
+                    c["ci_low"],
+                    c["ci_high"],
+                    int(c["pairs"]),
+                    float(c.get("confidence", 0.95)),
+                ),
+                wins=int(c["wins"]),
+                losses=int(c["losses"]),
+                ties=int(c["ties"]),
+                sign_p=float(c["sign_p"]),
+                power=float(c["power"]),
+                recommendation=c["recommendation"],
+                reason=c["reason"],
+                trusted=bool(c["trusted"]),
+            )
+            for c in data["comparisons"]
+        ]
+        fields = {k: v for k, v in data.items() if k != "comparisons"}
+        return cls(**fields, comparisons=comparisons)
+
+
+def shadow_live_pairs(
+    live_scores: Any, candidate_version: int, limit: int
+) -> tuple[list[str], list[int]]:
+    """The live traces a shadow run replays: the newest `limit` traces graded without error
+    (online_scores rows, current) whose prompt version is not the candidate's; and their
+    versions."""
+    ok = live_scores[
+        (live_scores["error"] == "") & (live_scores["prompt_version"] != candidate_version)
+    ]
+    newest = ok.sort_values(["trace_timestamp", "trace_id"]).drop_duplicates("trace_id").tail(limit)
+    return list(newest["trace_id"]), sorted(int(v) for v in newest["prompt_version"].unique())
+
+
+def compare_graded(
+    live_scores: Any,
+    shadow_scores: Sequence[Mapping[str, Any]],
+    *,
+    min_pairs: int = 30,
+    seed: int = 0,
+) -> list[ShadowComparison]:
+    """Per grader version of the shadow's grades (online_scores-shaped rows): the comparison
+    with the live grades of the same traces by the same grader version. A grader is trusted
+    only if both its live and shadow grades are."""
+    out = []
+    keys = sorted({(str(r["grader"]), str(r["grader_fingerprint"])) for r in shadow_scores})
+    for grader, fingerprint in keys:
+        mine = [
+            r
+            for r in shadow_scores
+            if r["grader"] == grader and r["grader_fingerprint"] == fingerprint and not r["error"]
+        ]
+        live = live_scores[
+            (live_scores["grader"] == grader)
+            & (live_scores["grader_fingerprint"] == fingerprint)
+            & (live_scores["error"] == "")
+        ]
+        trusted = bool(live["trusted"].all()) and all(bool(r["trusted"]) for r in mine)
+        out.append(
+            compare(
+                grader,
+                dict(zip(live["trace_id"], live["score"].astype(float), strict=True)),
+                {str(r["trace_id"]): float(r["score"]) for r in mine},
+                min_pairs=min_pairs,
+                seed=seed,
+                trusted=trusted,
+            )
+        )
+    return out
+
+
+def shadow_path(settings: Any, eval_name: str) -> Any:
+    """Where the latest shadow run of an online eval is kept (JSON), for the promotion gate."""
+    return settings.monitoring_dir / "shadow" / f"{eval_name}.json"
+
+
+def save_run(settings: Any, run: ShadowRun) -> Any:
+    """Keep `run` as its eval's latest shadow run."""
+    import json
+
+    path = shadow_path(settings, run.eval_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run.as_dict(), indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
+def latest_runs(settings: Any, prompt: str, candidate_version: int) -> list[ShadowRun]:
+    """The latest shadow run of each online eval that replayed `candidate_version` of
+    `prompt`."""
+    import json
+
+    folder = settings.monitoring_dir / "shadow"
+    if not folder.exists():
+        return []
+    runs = [ShadowRun.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+    return [r for r in runs if r.prompt == prompt and r.candidate_version == candidate_version]
+
+
+def shadow_evidence(
+    settings: Any, prompt: str, candidate_version: int | None
+) -> list[ShadowComparison]:
+    """The comparisons of the latest shadow runs of `candidate_version` (every online eval that
+    replayed it), for `promotion_rule`."""
+    if candidate_version is None:
+        return []
+    return [c for run in latest_runs(settings, prompt, candidate_version) for c in run.comparisons]

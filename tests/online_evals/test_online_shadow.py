@@ -113,6 +113,7 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     """The scripted OpenAI-compatible server stands in for `openai-gpt-4o-mini` (a simulation):
     it answers a prompt that gives it the articles and asks it to use only them with the seed's
     grounded answer, any other prompt with the regressed one."""
+    from online_helpers import scripted_answer
     from prometheus_client import CollectorRegistry
 
     from mallard.config import load_settings
@@ -125,16 +126,6 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     from mallard.llm.testing import FakeOpenAIServer
     from mallard.traces.store import TraceStore
 
-    seeds = [
-        json.loads(line) for line in (HELPCENTRE_DIR / "trace_seeds.jsonl").read_text().splitlines()
-    ]
-
-    def answer(body):
-        text = "\n".join(str(m.get("content") or "") for m in body["messages"])
-        seed = next(s for s in seeds if any(p in text for p in s["paraphrases"]))
-        grounded = "using only the help-centre articles" in text and "[HC-" in text
-        return seed["grounded_answer" if grounded else "ungrounded_answer"]
-
     spec = WorldSpec(end_date=TEST_END_DATE, customers=100, traces_per_day=8)
     frame = _traces_frame(spec)
     rows, _, _ = gradeable(pa.Table.from_pandas(frame, schema=trace_schema()), cutoff=None)
@@ -146,7 +137,7 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     grounded, _ = registry.register(PromptTemplate.from_file(prompts / "v1_grounded.toml"))
     settings = load_settings(home=tmp_path / "home")
     store = TraceStore(tmp_path / "home" / "lake" / "traces")
-    with FakeOpenAIServer(model="gpt-4o-mini", reply=answer) as server:
+    with FakeOpenAIServer(model="gpt-4o-mini", reply=scripted_answer) as server:
         endpoints = Endpoints(
             [
                 Endpoint(
