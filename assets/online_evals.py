@@ -565,7 +565,11 @@ ANALYTICS_ASSETS = [llm_quality_trends, llm_model_comparison, llm_costs]
 def build_alert_check(rule: Any) -> dg.AssetChecksDefinition:
     """The asset check of one alert rule: evaluates it as of the newest trace, records and sends
     what fires (deduplicated until its renotify interval), passes when nothing fires."""
-    target = llm_model_comparison if rule.metric == "error_rate" else llm_quality_trends
+    from mallard.evals.online_alerts import TRAFFIC_METRICS
+
+    target = {"error_rate": llm_model_comparison, "latency_p95": llm_model_comparison}.get(
+        rule.metric, llm_costs if rule.metric == "cost_per_user" else llm_quality_trends
+    )
 
     @dg.asset_check(
         asset=target,
@@ -579,7 +583,7 @@ def build_alert_check(rule: Any) -> dg.AssetChecksDefinition:
         from mallard.evals import online_scores
         from mallard.evals.online_alerts import evaluate, notify
 
-        if rule.metric == "error_rate":
+        if rule.metric in TRAFFIC_METRICS:
             firings = evaluate(rule, traces=traces.store().gradeable())
         else:
             scores = online_scores.current(online_scores.frame(lake.settings()))

@@ -81,4 +81,28 @@ error_rate_high = QualityAlertRule(
     description="More than 5 % of an endpoint's production calls failed over six hours.",
 )
 
-ALERT_RULES = [grounding_drop, grounding_median, error_rate_high]
+latency_p95_high = QualityAlertRule(
+    name="latency_p95_high",
+    metric="latency_p95",
+    threshold=3000,
+    window=dt.timedelta(hours=6),
+    min_count=20,
+    description="An endpoint's successful production calls took over 3 s at p95 over six hours.",
+)
+cost_per_user_daily = QualityAlertRule(
+    name="cost_per_user_daily",
+    metric="cost_per_user",
+    threshold=0.01,
+    window=dt.timedelta(days=1),
+    min_count=1,
+    description="A user's production calls cost more than $0.01 in a day (about 50 times the "
+    "sample world's typical user).",
+)
+
+ALERT_RULES = [
+    grounding_drop,
+    grounding_median,
+    error_rate_high,
+    latency_p95_high,
+    cost_per_user_daily,
+]

@@ -11,6 +11,8 @@ checks on the analytics assets:
 | `pass_rate` | the pass rate is below `threshold` | prompt, prompt version, model |
 | `pass_rate_drop` | the pass rate fell by more than `threshold` against the previous window | prompt, model |
 | `error_rate` | the share of failed production calls is above `threshold` | endpoint, model |
+| `latency_p95` | the p95 latency of successful production calls is above `threshold` ms | endpoint, model |
+| `cost_per_user` | a user's production spend is above `threshold` USD | user |
 
 A window ends at `as_of`: the newest trace the figures hold (so a replayed or late world is
 judged as of its own time, not the wall clock). A group needs `min_count` graded traces (calls)
@@ -42,7 +44,12 @@ METRICS = {
     "pass_rate": "quality",
     "pass_rate_drop": "quality",
     "error_rate": "error_rate",
+    "latency_p95": "latency",
+    "cost_per_user": "cost",
 }
+TRAFFIC_METRICS = ("error_rate", "latency_p95", "cost_per_user")
+"""Metrics over the production traces themselves (the others are over online_scores)."""
+UNITS = {"latency_p95": "milliseconds", "cost_per_user": "USD"}
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -68,11 +75,16 @@ class QualityAlertRule:
             raise DeclarationError(
                 f"{where}: metric={self.metric!r} is unknown; choose one of {sorted(METRICS)}"
             )
-        if self.metric != "error_rate" and not (self.eval_name and self.grader):
+        if self.metric not in TRAFFIC_METRICS and not (self.eval_name and self.grader):
             raise DeclarationError(
                 f"{where}: metric={self.metric!r} needs eval_name= and grader= (whose scores)"
             )
-        if math.isnan(self.threshold) or not 0 <= self.threshold <= 1:
+        if self.metric in UNITS:
+            if math.isnan(self.threshold) or self.threshold <= 0:
+                raise DeclarationError(
+                    f"{where}: threshold={self.threshold} must be > 0 ({UNITS[self.metric]})"
+                )
+        elif math.isnan(self.threshold) or not 0 <= self.threshold <= 1:
             raise DeclarationError(
                 f"{where}: threshold={self.threshold} must be within [0, 1] (a score, rate or "
                 "drop in pass rate)"
@@ -141,6 +153,10 @@ def evaluate(
     trace in the figures). `scores`: online_scores rows (current); `traces`: gradeable rows."""
     if rule.metric == "error_rate":
         return _error_rate(rule, traces, as_of)
+    if rule.metric == "latency_p95":
+        return _latency(rule, traces, as_of)
+    if rule.metric == "cost_per_user":
+        return _cost_per_user(rule, traces, as_of)
     if scores is None or scores.empty:
         return []
     part = scores[
@@ -233,6 +249,68 @@ def _error_rate(
                     len(group),
                     end,
                     {"endpoint": endpoint, "model": model, "prompt_versions": versions},
+                )
+            )
+    return out
+
+
+def _latency(
+    rule: QualityAlertRule, traces: pd.DataFrame | None, as_of: dt.datetime | None
+) -> list[Firing]:
+    if traces is None or traces.empty:
+        return []
+    end = as_of or traces["timestamp"].max().to_pydatetime()
+    current = _window(traces[traces["status"] != "error"], "timestamp", end - rule.window, end)
+    out = []
+    for (endpoint, model), group in current.groupby(["endpoint", "model"], sort=True):
+        if len(group) < rule.min_count:
+            continue
+        p95 = float(group["latency_ms"].quantile(0.95))
+        if p95 > rule.threshold:
+            versions = _versions(group[group["prompt_name"] != ""])
+            out.append(
+                Firing(
+                    rule.name,
+                    f"{endpoint} ({model})",
+                    p95,
+                    rule.threshold,
+                    f"p95 latency {p95:,.0f} ms > {rule.threshold:,.0f} ms over "
+                    f"{_span(rule.window)} on {endpoint} ({model}), {len(group)} calls, "
+                    f"prompt versions {versions}",
+                    len(group),
+                    end,
+                    {"endpoint": endpoint, "model": model, "prompt_versions": versions},
+                )
+            )
+    return out
+
+
+def _cost_per_user(
+    rule: QualityAlertRule, traces: pd.DataFrame | None, as_of: dt.datetime | None
+) -> list[Firing]:
+    if traces is None or traces.empty:
+        return []
+    end = as_of or traces["timestamp"].max().to_pydatetime()
+    current = _window(traces, "timestamp", end - rule.window, end)
+    current = current[current["user_id"].fillna("") != ""]
+    out = []
+    for user, group in current.groupby("user_id", sort=True):
+        if len(group) < rule.min_count:
+            continue
+        spend = float(group["cost_usd"].sum())
+        if spend > rule.threshold:
+            models = sorted(str(m) for m in group["model"].unique())
+            out.append(
+                Firing(
+                    rule.name,
+                    f"user {user}",
+                    spend,
+                    rule.threshold,
+                    f"user {user} spent ${spend:.4f} > ${rule.threshold:.4f} over "
+                    f"{_span(rule.window)} in {len(group)} calls ({', '.join(models)})",
+                    len(group),
+                    end,
+                    {"user_id": str(user), "models": models},
                 )
             )
     return out

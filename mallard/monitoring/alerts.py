@@ -14,7 +14,16 @@ from pathlib import Path
 
 from mallard.config import Settings
 
-ALERT_KINDS = ("drift", "performance", "rollback", "promotion", "quality", "error_rate")
+ALERT_KINDS = (
+    "drift",
+    "performance",
+    "rollback",
+    "promotion",
+    "quality",
+    "error_rate",
+    "latency",
+    "cost",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

@@ -161,3 +161,65 @@ def test_the_rules_run_as_checks_on_the_trends_asset(world, tmp_path) -> None:
     suppressed = {e.check_name: e for e in again.get_asset_check_evaluations()}
     assert suppressed["alert_grounding_drop"].metadata["suppressed"].value == 1
     assert len(resources["alerts"].sink().list(kind="quality")) == 2
+
+
+def test_the_latency_and_cost_rules(world) -> None:
+    frame, _ = world
+    from catalog.online_evals import cost_per_user_daily, latency_p95_high
+    from mallard.traces.gradeable import gradeable_frame
+
+    rows = gradeable_frame(frame)
+    assert evaluate(latency_p95_high, traces=rows) == []  # the world's p95 is about 1.9 s
+    assert evaluate(cost_per_user_daily, traces=rows) == []  # a user spends ~$0.0002 a day
+    # the last two days' openai calls slow down fivefold (over 2 d: six hours of the test
+    # world hold too few calls); failed calls do not count
+    two_days = dataclasses.replace(latency_p95_high, window=dt.timedelta(days=2))
+    assert evaluate(two_days, traces=rows) == []
+    end = rows["timestamp"].max()
+    slow = (rows["endpoint"] == "openai-gpt-4o-mini") & (
+        rows["timestamp"] > end - dt.timedelta(days=2)
+    )
+    (fired,) = evaluate(
+        two_days,
+        traces=rows.assign(latency_ms=rows["latency_ms"].where(~slow, rows["latency_ms"] * 5)),
+    )
+    assert fired.subject == "openai-gpt-4o-mini (gpt-4o-mini)" and fired.value > 3000
+    assert "p95 latency" in fired.reason and "ms > 3,000 ms over 2 d" in fired.reason
+    # one user's calls of the last day cost 100 times more
+    user = rows.loc[rows["timestamp"] > end - dt.timedelta(days=1), "user_id"].iloc[0]
+    heavy = (rows["user_id"] == user) & (rows["timestamp"] > end - dt.timedelta(days=1))
+    costly = rows.assign(cost_usd=rows["cost_usd"].where(~heavy, rows["cost_usd"] * 100 + 0.01))
+    (spent,) = evaluate(cost_per_user_daily, traces=costly)
+    assert spent.subject == f"user {user}" and spent.value > 0.01
+    assert spent.group["user_id"] == user and "over 1 d" in spent.reason
+    with pytest.raises(DeclarationError, match=r"threshold=0 must be > 0 \(milliseconds\)"):
+        QualityAlertRule(name="r", metric="latency_p95", threshold=0)
+
+
+def test_the_traffic_rules_run_as_checks_on_their_assets(tmp_path) -> None:
+    """latency_p95 on llm_model_comparison, cost_per_user on llm_costs, recorded as `latency`
+    and `cost` alerts."""
+    from online_helpers import append, call
+
+    from assets.online_evals import llm_costs, llm_model_comparison
+    from resources import AlertSinkResource
+
+    home = tmp_path / "home"
+    rows = [call(i, latency_ms=4000.0 + i, cost_usd=0.0005, user_id="u-heavy") for i in range(25)]
+    append(home, rows)
+    resources = resources_for(home)
+    resources["alerts"] = AlertSinkResource(lake=resources["lake"])
+    targets = {llm_model_comparison.key, llm_costs.key}
+    checks = [c for c in ALERT_CHECKS if {k.asset_key for k in c.check_keys} & targets]
+    result = dg.materialize(
+        [llm_model_comparison, llm_costs, *checks], resources=resources, raise_on_error=False
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["alert_latency_p95_high"].passed
+    assert not evaluations["alert_cost_per_user_daily"].passed
+    assert evaluations["alert_error_rate_high"].passed
+    sink = resources["alerts"].sink()
+    (latency,) = sink.list(kind="latency")
+    assert latency.subject == "openai-gpt-4o-mini (gpt-4o-mini)"
+    (cost,) = sink.list(kind="cost")
+    assert cost.subject == "user u-heavy" and cost.details["value"] == pytest.approx(0.0125)
