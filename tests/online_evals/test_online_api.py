@@ -21,6 +21,15 @@ from mallard.sample_world.generate import WorldSpec, _traces_frame
 from mallard.traces.schema import trace_schema
 
 
+def rule_metrics() -> set[str]:
+    """The metric names deploy/prometheus/mallard-rules.yml reads (recorded series left out)."""
+    import re
+
+    text = (HERE_DIR.parents[1] / "deploy" / "prometheus" / "mallard-rules.yml").read_text()
+    exprs = re.findall(r"expr: \|\n((?:          .*\n)+)", text)
+    return set(re.findall(r"\b(mallard_[a-z0-9_]+)", "".join(exprs)))
+
+
 def test_the_analytics_routes_paginate(online_home, tmp_path) -> None:
     settings = load_settings(home=online_home)
     settings.ensure_home()
@@ -86,6 +95,24 @@ def test_the_analytics_routes_paginate(online_home, tmp_path) -> None:
             assert len(rest["items"]) == 1 and rest["next_offset"] is None
 
             assert api.get("/v1/analytics/trends", params={"limit": 0}).status_code == 422
+
+            # /metrics: every metric the Prometheus rules name, with the tables' figures
+            exposition = api.get("/metrics").text
+            for name in rule_metrics():
+                assert f"\n{name}{{" in exposition, name
+            calls = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in exposition.splitlines()
+                if line.startswith("mallard_production_llm_calls_total{")
+            )
+            assert calls == frame["trace_id"].nunique()
+            grades = [
+                line
+                for line in exposition.splitlines()
+                if line.startswith("mallard_online_eval_grades_total{")
+            ]
+            assert sum(float(g.rsplit(" ", 1)[1]) for g in grades) == len(scores)
+            assert "user" not in exposition.split("mallard_production_llm_cost_usd_total{")[1][:200]
         assert httpx.get(server.url + "/v1/analytics/trends").status_code == 401
     finally:
         server.stop()
