@@ -404,3 +404,34 @@ def test_who_may_send(trace_server, trace_keys) -> None:
     )
     metrics = httpx.get(trace_server.url + "/metrics", headers=auth(trace_keys["viewer"])).text
     assert "mallard_trace_spans_received_total" in metrics
+
+
+def test_every_batch_is_audited_accepted_or_refused(trace_server, trace_keys) -> None:
+    """Who sent how many spans, and who was refused: each batch in the audit log by request id."""
+    message, _ = llm_spans(3)
+    sent = post_otlp(trace_server, trace_keys["ingest"], message)
+    refused = httpx.post(
+        trace_server.url + OTLP,
+        content=b"\x0a\xff not protobuf",
+        headers={**PROTOBUF, **auth(trace_keys["ingest"])},
+        timeout=30,
+    )
+    rows = httpx.post(
+        trace_server.url + "/v1/traces",
+        json={"rows": [{"trace_id": new_trace_id().hex(), "timestamp": "2026-06-30T10:00:00Z"}]},
+        headers=auth(trace_keys["admin"]),
+        timeout=30,
+    )
+    assert sent.status_code == 200 and rows.status_code == 200
+    assert refused.status_code == 400
+    audit = httpx.get(
+        trace_server.url + "/v1/audit",
+        params={"action": "traces.ingest", "limit": 200},
+        headers=auth(trace_keys["admin"]),
+    ).json()
+    by_request = {entry["request_id"]: entry for entry in audit}
+    accepted = by_request[sent.headers["x-request-id"]]
+    assert accepted["status"] == 200 and accepted["after"] == {"spans": 3, "traces": 3}
+    assert accepted["actor"].startswith("key:")
+    assert by_request[rows.headers["x-request-id"]]["after"]["spans"] == 1
+    assert by_request[refused.headers["x-request-id"]]["status"] == 400

@@ -20,9 +20,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from mallard.serving.access import WRITERS, Access
+from mallard.serving.audit import AuditEvent
 from mallard.serving.auth import route
 from mallard.serving.errors import ApiError
-from mallard.serving.routes.common import services
+from mallard.serving.routes.common import client, principal, request_id, services
 from mallard.traces.rows import TraceBatch
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from mallard.traces.ingest import Accepted
 
 router = APIRouter(tags=["traces"])
-INGEST = Access(WRITERS, ingest=True)
+# Audited: who sent how many spans (the spans themselves are in the traces table).
+INGEST = Access(WRITERS, ingest=True, mutating=True, action="traces.ingest")
 MAX_INFLATED_FACTOR = 16  # a gzip body may inflate to 16× the body limit (at least 16 MiB)
 
 
@@ -152,6 +154,22 @@ def _counted(s: Services, route_name: str, accepted: Accepted) -> None:
         metrics.spans.labels(route_name, kind).inc(count)
 
 
+def _audit(s: Services, request: Request, route_name: str, accepted: Accepted) -> None:
+    """The accepted batch in the audit log (a refused one is recorded by the middleware)."""
+    request.state.audited = True
+    s.state.audit.record(
+        AuditEvent(
+            "traces.ingest",
+            principal(request).actor,
+            target=route_name,
+            request_id=request_id(request),
+            status=200,
+            after={"spans": accepted.spans, "traces": accepted.traces},
+            client=client(request),
+        )
+    )
+
+
 @route(
     router,
     "post",
@@ -178,6 +196,7 @@ def ingest_trace_rows(body: TraceBatch, request: Request) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - each refusal becomes its answer
         raise _refusal(s, exc) from None
     _counted(s, "rows", accepted)
+    _audit(s, request, "rows", accepted)
     return {
         "spans": accepted.spans,
         "traces": accepted.traces,
@@ -231,6 +250,7 @@ async def ingest_otlp_traces(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - each refusal becomes its answer
         raise _refusal(s, exc) from None
     _counted(s, "otlp", accepted)
+    await anyio.to_thread.run_sync(_audit, s, request, "otlp", accepted)
     payload, media = ok_response(content_type)
     return Response(payload, media_type=media)
 
