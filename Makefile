@@ -28,7 +28,8 @@ $(CURDIR)/.bootstrap/bin/uv:
 install: $(INSTALLED)
 
 $(INSTALLED): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	@# --inexact: packages of other groups (`make test-slow`'s local models) stay installed
+	$(UV) sync --frozen --inexact
 	touch $@
 
 # Servers the tests start on 127.0.0.1 (Redis, PostgreSQL) come from Debian's packages.

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.names import LAKE_MAINTENANCE
+from catalog.features import FEATURE_STORE_OWNER
 from catalog.maintenance import LAKE_MAINTENANCE as POLICY
 from resources import LakeResource
 
@@ -29,6 +30,7 @@ class LakeMaintenanceConfig(dg.Config):
 @dg.asset(
     name=LAKE_MAINTENANCE,
     group_name="maintenance",
+    owners=[FEATURE_STORE_OWNER],
     kinds={"deltalake"},
     description="Vacuums every Delta table under the lake root (the files no version within the "
     "retention reads, and those of writes that never committed once older than the retention) "

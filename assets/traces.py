@@ -9,6 +9,7 @@ volume per hour, per model and per prompt version.
 import dagster as dg
 
 from assets.names import TRACES_ASSET
+from catalog.llm import OWNER
 from resources import TraceStoreResource
 
 
@@ -22,6 +23,7 @@ def _table(records: list[dict], columns: list[tuple[str, str]]) -> dg.TableMetad
 @dg.asset(
     name=TRACES_ASSET,
     group_name="llm",
+    owners=[OWNER],
     kinds={"delta"},
     description="Every span Mallard holds: production traffic sent to /v1/traces and "
     "/v1/otlp/v1/traces, and Mallard's own LLM calls (run_id set, never graded as production).",

@@ -36,6 +36,7 @@ from assets.names import (
     prompt_version_key,
 )
 from mallard.config import Settings, load_settings
+from pipelines.demo_api import ApiCalls, call_the_api
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -62,13 +63,15 @@ class DemoRun:
     """What launching through the instance costs, in seconds (included in `phases`)."""
     automation: dict[str, str] = field(default_factory=dict)
     """Sensor and schedule name → the status the demo left it in."""
+    api: ApiCalls | None = None
+    """The demo's own calls to `mallard serve` (pipelines/demo_api.py)."""
 
     def spent(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     @property
     def success(self) -> bool:
-        return all(ok for _, _, ok, _ in self.runs)
+        return all(ok for _, _, ok, _ in self.runs) and (self.api is None or self.api.ok)
 
 
 def _configure(end_date: dt.date | None, scale: float | None) -> Settings:
@@ -224,6 +227,10 @@ def run_demo(
             "code location loaded in process": launcher.load_seconds,
             "creating runs and reading their events back": launcher.seconds_outside_steps,
         }
+    if steps_ok:
+        step = time.perf_counter()
+        demo.api = call_the_api(settings, lambda line: print(f"[demo] {line}"))
+        demo.spent("calling the API (start, 5 calls, stop)", time.perf_counter() - step)
     demo.seconds = time.perf_counter() - started
     return demo
 
@@ -535,6 +542,15 @@ def print_summary(demo: DemoRun) -> None:
         print(f"  automation      RUNNING: {', '.join(running)}")
         if stopped:
             print(f"                  left off (README, Automation): {', '.join(stopped)}")
+    if demo.api is not None:
+        print(
+            f"  API             {'answered' if demo.api.ok else 'FAILED'} on {demo.api.url} "
+            f"in {demo.api.seconds:.1f} s, then stopped"
+        )
+        for line in demo.api.lines:
+            print(f"                  {line}")
+        if demo.api.error:
+            print(f"                  {demo.api.error.splitlines()[0]}")
     print(f"  Dagster home    {settings.dagster_home}")
     print(f"  lake            {settings.lake_dir}")
     print(f"  reports         {settings.reports_dir}")
@@ -545,6 +561,15 @@ def print_summary(demo: DemoRun) -> None:
     )
     print("                  make mlflow  → http://127.0.0.1:5000 (runs and the champion alias)")
     print("                  uv run mallard alerts list · mallard models list · mallard evals show")
+    print("                  make serve   → http://127.0.0.1:8000/docs (the REST API), then:")
+    print(
+        '                    export KEY=$(uv run mallard keys create --owner "$USER" --role admin)'
+    )
+    print(
+        '                    curl -s -H "Authorization: Bearer $KEY" -H "Content-Type: '
+        'application/json" http://127.0.0.1:8000/v1/models/churn_classifier/predict -d '
+        '\'{"entities": [{"customer_id": 5}]}\''
+    )
     print(f"  run time        {demo.seconds:.1f} s (after installation)")
     for line in timing_lines(demo):
         print(f"    {line}")

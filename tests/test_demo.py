@@ -12,39 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from demo_run import DEMO_END
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_END = "2026-06-30"  # the demo world's last day
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the demo once in a subprocess on a temporary MALLARD_HOME: a 1,000-customer world, and
-    the LLM half on 6 items per step (the story's outcomes are asserted below)."""
-    home = tmp_path_factory.mktemp("demo") / "home"
-    env = {
-        **os.environ,
-        "MALLARD_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster"),
-        "MALLARD_END_DATE": DEMO_END,
-        "MALLARD_SAMPLE_SCALE": "0.05",
-        # The reports server's port, baked into the plots' and reports' URLs (default 8000).
-        "MALLARD_SERVE_PORT": str(_free_port()),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.demo", "--llm-items", "6"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Mallard demo — done" in proc.stdout
-    assert "run time" in proc.stdout
-    (home.parent / "demo-stdout.txt").write_text(proc.stdout)
-    (home.parent / "demo-stderr.txt").write_text(proc.stderr)
-    return home
+def demo_home(demo_run) -> Path:
+    """The demo, run once in a subprocess on a temporary MALLARD_HOME (a 1,000-customer world, the
+    LLM half on 6 items per step), started in the background when these tests were collected
+    (tests/demo_run.py); its stdout and stderr sit beside the home."""
+    return demo_run.wait()
 
 
 def test_demo_tells_the_retraining_story(demo_home: Path) -> None:
@@ -659,3 +637,18 @@ def test_the_story_keeps_going_when_a_day_is_added(
     assert "stale evidence: the newest result is from 2026-07-01" in skipped
     requested, skipped = out["fresh"]
     assert "stale" not in skipped and "no new monitoring results" not in skipped
+
+
+def test_demo_calls_its_own_api(demo_home: Path) -> None:
+    """The demo starts `mallard serve`, calls it for a customer, stops it: its prediction is in
+    the log the drift assets read, and it prints the lines that call the API by hand."""
+    from mallard.config import load_settings
+    from mallard.monitoring.predictions import read_predictions
+
+    stdout = (demo_home.parent / "demo-stdout.txt").read_text()
+    assert "  API             answered on http://127.0.0.1:" in stdout
+    assert "predict    churn_classifier v" in stdout
+    assert "make serve" in stdout and "/v1/models/churn_classifier/predict" in stdout
+    logged = read_predictions(load_settings(home=demo_home), model_name="churn_classifier")
+    api = logged[logged["source"] == "api"]
+    assert list(api["entity_key"]) == ['{"customer_id": 5}']
