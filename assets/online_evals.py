@@ -18,7 +18,7 @@ import dagster as dg
 
 from assets.common import markdown_table, png_markdown
 from assets.names import TRACES_ASSET, hour_key, online_eval_job, online_eval_key
-from catalog.online_evals import ALERT_RULES, ONLINE_CATALOG, ONLINE_EVALS
+from catalog.online_evals import ALERT_RULES, BUDGETS, ONLINE_CATALOG, ONLINE_EVALS
 from mallard.config import get_settings
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
 from resources import (
@@ -610,3 +610,45 @@ def build_alert_check(rule: Any) -> dg.AssetChecksDefinition:
 
 
 ALERT_CHECKS = [build_alert_check(rule) for rule in ALERT_RULES]
+
+
+def build_budget_check(budget: Any) -> dg.AssetChecksDefinition:
+    """The asset check of one spend budget on `llm_costs`: alerts once per scope key, period and
+    level reached (80 % and 100 % by default); fails while a key is at or over its limit."""
+
+    @dg.asset_check(
+        asset=llm_costs,
+        name=f"budget_{budget.name}",
+        description=budget.description
+        or f"{budget.scope} spend per {budget.period} against ${budget.limit_usd:g}",
+        blocking=False,
+    )
+    def _budget_check(traces: TraceStoreResource, alerts: AlertSinkResource) -> dg.AssetCheckResult:
+        from mallard.evals.online_budgets import evaluate_budget, notify_budget
+
+        firings = evaluate_budget(budget, traces.store().gradeable())
+        sink = alerts.sink()
+        outcomes = [notify_budget(sink, budget, f) for f in firings]
+        over = [f for f in firings if f.level >= 1]
+        return dg.AssetCheckResult(
+            passed=not over,
+            severity=dg.AssetCheckSeverity.ERROR if over else dg.AssetCheckSeverity.WARN,
+            description="; ".join(f.reason for f in firings) or "every key under its budget",
+            metadata={
+                "at_or_over_limit": len(over),
+                "near_limit": len(firings) - len(over),
+                "notified": sum(o != "suppressed" for o in outcomes),
+                "suppressed": sum(o == "suppressed" for o in outcomes),
+                "keys": dg.MetadataValue.json(
+                    [
+                        {"subject": f.subject, "spent_usd": round(f.spent_usd, 6), "level": f.level}
+                        for f in firings
+                    ]
+                ),
+            },
+        )
+
+    return _budget_check
+
+
+BUDGET_CHECKS = [build_budget_check(budget) for budget in BUDGETS]

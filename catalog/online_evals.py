@@ -11,6 +11,7 @@ from catalog.graders import GRADERS
 from mallard.evals.graders.reference_free import AnswerRelevance, JsonValid, Length, NoLeak, Refusal
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
 from mallard.evals.online_alerts import QualityAlertRule
+from mallard.evals.online_budgets import SpendBudget
 
 answer_relevance = AnswerRelevance(
     threshold=0.3,
@@ -106,3 +107,19 @@ ALERT_RULES = [
     latency_p95_high,
     cost_per_user_daily,
 ]
+
+user_daily_budget = SpendBudget(
+    name="user_daily",
+    period="day",
+    limit_usd=0.005,
+    description="A user's production spend in a UTC day: alerts at 80 % and 100 % of $0.005 "
+    "(25 times the sample world's typical user).",
+)
+user_monthly_budget = SpendBudget(
+    name="user_monthly",
+    period="month",
+    limit_usd=0.05,
+    description="A user's production spend in a UTC month: alerts at 80 % and 100 % of $0.05.",
+)
+
+BUDGETS = [user_daily_budget, user_monthly_budget]

@@ -23,6 +23,7 @@ ALERT_KINDS = (
     "error_rate",
     "latency",
     "cost",
+    "budget",
 )
 
 _SCHEMA = """
