@@ -18,6 +18,7 @@ import dagster as dg
 
 from assets.common import markdown_table, png_markdown
 from assets.names import TRACES_ASSET, hour_key, online_eval_job, online_eval_key
+from catalog.llm import OWNER
 from catalog.online_evals import ALERT_RULES, BUDGETS, ONLINE_CATALOG, ONLINE_EVALS
 from mallard.config import get_settings
 from mallard.evals.online import OnlineEval, OnlineEvalCatalog
@@ -131,6 +132,7 @@ def build_online_eval_asset(
     @dg.asset(
         key=online_eval_key(spec.name),
         group_name="llm_online",
+        owners=[OWNER],
         description=spec.description or f"Online eval {spec.name}: {', '.join(spec.grader_names)}",
         partitions_def=hourly_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -287,8 +289,9 @@ ONLINE_EVAL_JOBS = [
 
 
 def shadow_comparison_key(name: str) -> dg.AssetKey:
-    """The shadow comparison of an online eval: `shadow_comparison/support_assistant_live`."""
-    return dg.AssetKey(["shadow_comparison", name])
+    """The shadow comparison of an online eval: `shadow_comparison/support_assistant_live_shadow`
+    (its last part differs from the online eval's: the UI names an asset by it)."""
+    return dg.AssetKey(["shadow_comparison", f"{name}_shadow"])
 
 
 def _shadow_candidate(spec: OnlineEval, registry: Any) -> tuple[Any, str]:
@@ -321,6 +324,7 @@ def build_shadow_asset(
     @dg.asset(
         key=shadow_comparison_key(spec.name),
         group_name="llm_online",
+        owners=[OWNER],
         deps=[online_eval_key(spec.name)],
         kinds={"json"},
         description=f"Shadow run of {spec.prompt} {candidate_name} on the newest "
@@ -478,6 +482,7 @@ def trends_plot(trends: Any, path: Path, title: str) -> Path:
 @dg.asset(
     name="llm_quality_trends",
     group_name="llm_online",
+    owners=[OWNER],
     deps=[online_eval_key(spec.name) for spec in ONLINE_EVALS],
     description="Online-eval quality per hour, prompt version, model and grader: pass rate, "
     "mean and median score, low- and high-quality counts; a daily plot per prompt version.",
@@ -513,6 +518,7 @@ def llm_quality_trends(lake: LakeResource) -> dg.MaterializeResult:
 @dg.asset(
     name="llm_model_comparison",
     group_name="llm_online",
+    owners=[OWNER],
     deps=[TRACES_ASSET],
     description="Production traffic per endpoint and model: p50/p95/p99 latency, error and "
     "success rates, tokens and cost.",
@@ -533,6 +539,7 @@ def llm_model_comparison(traces: TraceStoreResource) -> dg.MaterializeResult:
 @dg.asset(
     name="llm_costs",
     group_name="llm_online",
+    owners=[OWNER],
     deps=[TRACES_ASSET],
     description="Production spend per model, user and prompt version, per day, week and month.",
 )

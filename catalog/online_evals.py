@@ -45,7 +45,7 @@ support_assistant_live = OnlineEval(
     description="Every other production answer of the support assistant (any version, any "
     "endpoint), two minutes after its last span: grounded in the retrieved articles, on the "
     "question, not a refusal, no leak, a sensible length. The version labelled `shadow` is "
-    "replayed on its 60 newest graded traces (shadow_comparison/support_assistant_live).",
+    "replayed on its 60 newest graded traces (shadow_comparison/support_assistant_live_shadow).",
 )
 
 ONLINE_EVALS = [support_assistant_live]
