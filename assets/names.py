@@ -54,7 +54,9 @@ def offline_eval_key(name: str) -> dg.AssetKey:
 
 
 def promotion_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["prompt_promotions", name])
+    """The prompt gate of an eval: `prompt_promotions/support_assistant_gate` (its own display
+    name, distinct from the eval's `offline_evals/support_assistant`)."""
+    return dg.AssetKey(["prompt_promotions", f"{name}_gate"])
 
 
 def offline_eval_job(name: str) -> str:

@@ -14,8 +14,10 @@ from assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS
 from assets.online_evals import (
     ALERT_CHECKS,
     ANALYTICS_ASSETS,
+    BUDGET_CHECKS,
     ONLINE_EVAL_ASSETS,
     ONLINE_EVAL_JOBS,
+    SHADOW_ASSETS,
 )
 from assets.sources import SOURCE_ASSETS
 from assets.traces import TRACE_ASSETS
@@ -49,8 +51,9 @@ defs = dg.Definitions(
         *TRACE_ASSETS,
         *ONLINE_EVAL_ASSETS,
         *ANALYTICS_ASSETS,
+        *SHADOW_ASSETS,
     ],
-    asset_checks=[*MONITORING_CHECKS, *ALERT_CHECKS],
+    asset_checks=[*MONITORING_CHECKS, *ALERT_CHECKS, *BUDGET_CHECKS],
     jobs=[*JOBS, *ONLINE_EVAL_JOBS],
     schedules=SCHEDULES,
     sensors=[

@@ -131,7 +131,7 @@ def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.Monk
             assert keys <= set(evaluation), model
         # The prompt gate refused the regressed version and said why.
         gate = instance.get_latest_materialization_event(
-            dg.AssetKey(["prompt_promotions", "support_assistant"])
+            dg.AssetKey(["prompt_promotions", "support_assistant_gate"])
         ).asset_materialization.metadata
         assert gate["verdict"].value == "refused"  # v2 is the regressed prompt
         # Refused on the evidence (non-inferiority on grounding not shown), not for too few items.

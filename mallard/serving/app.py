@@ -42,6 +42,9 @@ def create_app(
     from mallard.serving.routes import ROUTERS
 
     metrics = ServerMetrics()
+    from mallard.evals.online_metrics import OnlineMetricsCollector
+
+    metrics.collectors.append(OnlineMetricsCollector(settings))
     models = ModelService(
         settings,
         {m.name: m for m in clients.models},

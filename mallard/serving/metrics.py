@@ -32,6 +32,8 @@ class ServerMetrics:
     def __init__(self) -> None:
         # A registry per app, so that tests can build several apps in one process.
         self.registry = CollectorRegistry(auto_describe=True)
+        self.collectors: list[object] = []
+        """Collectors read at scrape time (the same for every worker), e.g. the online evals'."""
         r = self.registry
         self.requests = Counter(
             "mallard_http_requests",
@@ -108,5 +110,19 @@ class ServerMetrics:
             multiprocess.MultiProcessCollector(
                 registry, path=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             )
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        else:
+            registry = CollectorRegistry()
+            registry.register(_Of(self.registry))
+        for collector in self.collectors:
+            registry.register(collector)  # type: ignore[arg-type]
+        return generate_latest(registry)
+
+
+class _Of:
+    """Another registry's metrics, as one collector."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return self.registry.collect()

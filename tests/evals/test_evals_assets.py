@@ -41,7 +41,7 @@ def test_definitions_load_with_the_llm_assets(settings):
         "eval_datasets/support_calibration",
         "judge_calibration",
         "offline_evals/support_assistant",
-        "prompt_promotions/support_assistant",
+        "prompt_promotions/support_assistant_gate",
     } <= keys
     assert {
         graph.get(dg.AssetKey.from_user_string(k)).group_name
@@ -142,7 +142,9 @@ def test_eval_partitions_and_gate_refusal(settings, instance, monkeypatch):
             resources=resources,
             selection=[promotion.key],
             run_config={
-                "ops": {"prompt_promotions__support_assistant": {"config": {"pairwise": False}}}
+                "ops": {
+                    "prompt_promotions__support_assistant_gate": {"config": {"pairwise": False}}
+                }
             },
         )
     assert result.success
