@@ -527,7 +527,11 @@ def test_a_tick_right_after_the_demo_requests_nothing(
     if today:
         monkeypatch.setenv("MALLARD_TODAY", today)
     from pipelines.definitions import defs
+    from resources import resources_for_env
 
+    # The resources for the demo's home (the definitions' own name the home of the process that
+    # first imported them, another test's when the whole suite runs).
+    resources = resources_for_env()
     with dg.DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
         states = {s.instigator_name: s for s in instance.all_instigator_state()}
         for sensor in defs.get_repository_def().sensor_defs:
@@ -537,7 +541,7 @@ def test_a_tick_right_after_the_demo_requests_nothing(
                 instance=instance,
                 cursor=states[sensor.name].instigator_data.cursor,
                 definitions=defs,
-                resources=defs.resources,
+                resources=resources,
             ) as context:
                 result = sensor.evaluate_tick(context)
             assert not result.run_requests, (sensor.name, result.run_requests)

@@ -26,13 +26,22 @@ gradeable row. A span that appears twice (the same `span_id`) counts once.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 
 def _end(span: dict[str, Any]) -> dt.datetime:
-    return span["timestamp"] + dt.timedelta(milliseconds=float(span.get("latency_ms") or 0.0))
+    """When a span ended: its start plus its latency (a start near the calendar's end, or a
+    latency that is not a finite number, ends where it started)."""
+    latency = float(span.get("latency_ms") or 0.0)
+    if not math.isfinite(latency):
+        return span["timestamp"]
+    try:
+        return span["timestamp"] + dt.timedelta(milliseconds=latency)
+    except OverflowError:
+        return span["timestamp"]
 
 
 def _root(spans: list[dict[str, Any]]) -> dict[str, Any]:

@@ -393,3 +393,26 @@ def test_a_mapped_attribute_of_the_wrong_type_names_itself(attributes: dict, fie
     with pytest.raises(otlp.TraceInputError) as refused:
         one({"gen_ai.request.model": "m", **attributes})
     assert refused.value.field == f"resourceSpans[0].scopeSpans[0].spans[0].{field}"
+
+
+def test_a_call_at_the_calendars_end_or_with_no_finite_latency_is_still_gradeable() -> None:
+    """A span starting on 9999-12-31 (a client's clock, a fuzzer) or whose latency is not finite
+    ends where it starts: the trace is graded, not a 500 from every reader."""
+    import datetime as dt
+
+    calls = [
+        {
+            "trace_id": "t" * 32,
+            "span_id": f"{i:016x}",
+            "parent_span_id": "",
+            "span_kind": "llm",
+            "timestamp": dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+            "latency_ms": latency,
+            "input": f"q{i}",
+            "output": f"a{i}",
+            "run_id": "",
+        }
+        for i, latency in enumerate([5_000.0, float("inf"), float("nan")])
+    ]
+    row = gradeable_row(calls)
+    assert row is not None and row["input"] in {"q0", "q1", "q2"}
