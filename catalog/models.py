@@ -87,7 +87,9 @@ customer_segments = ModelSpec(
     # One k-means run (scikit-learn's default for k-means++) lands in a different local optimum
     # on each refit; the best of ten is the same partition again.
     estimator_params={"kmeans": {"n_init": 10}},
-    num_clusters=3,
+    # Four: on the 20,000-customer world a 3-way split of the training weeks and a refit on the
+    # held-out weeks disagree (adjusted Rand 0.32, whatever the restarts); four agree (0.88).
+    num_clusters=4,
     time_budget=30,
     # Viewing and error rates are heavy-tailed: a power transform keeps k-means from spending
     # clusters on a few outliers. With ten k-means restarts the day-59 segments' held-out
