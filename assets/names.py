@@ -111,6 +111,15 @@ def online_eval_job(name: str) -> str:
     return f"online_eval_{name}"
 
 
+def shadow_job(name: str) -> str:
+    """The job that runs an online eval's shadow comparison: `shadow_support_assistant_live`."""
+    return f"shadow_{name}"
+
+
+LLM_ANALYTICS_JOB = "llm_analytics"
+"""Quality trends, the model comparison and costs, with the alert and budget checks on them."""
+
+
 def hour_key(hour: dt.datetime) -> str:
     """The hourly partition key of a UTC hour: `2026-06-30-09:00`."""
     return hour.astimezone(dt.UTC).strftime("%Y-%m-%d-%H:%M")

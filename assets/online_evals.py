@@ -11,6 +11,8 @@ hours is still ungraded.
 """
 
 import datetime as dt
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +364,7 @@ def build_shadow_asset(
             )
         live = online_scores.current(online_scores.frame(settings, eval_name=spec.name))
         ids, live_versions = (
-            shadow_live_pairs(live, candidate.version, spec.shadow_traces)
+            shadow_live_pairs(live, candidate.version, spec.shadow_traces, spec.shadow_endpoints)
             if len(live)
             else ([], [])
         )
@@ -384,7 +386,10 @@ def build_shadow_asset(
                 traces_version=None,
                 trust=lambda g: _trust(g, ctx, settings),
             )
-        comparisons = compare_graded(live[live["trace_id"].isin(ids)], shadow_scores)
+        comparisons = [
+            replace(c, deciding=spec.shadow_decides(c.grader))
+            for c in compare_graded(live[live["trace_id"].isin(ids)], shadow_scores)
+        ]
         verdict, why = recommend(comparisons)
         result = ShadowRun(
             eval_name=spec.name,
@@ -401,6 +406,9 @@ def build_shadow_asset(
             at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         path = save_run(settings, result)
+        failures = Counter(a["error"] for a in answers if a["status"] != "ok")
+        for error, count in failures.most_common(3):
+            context.log.warning(f"{spec.name} shadow: {count} replay(s) failed: {error}")
         context.log.info(f"{spec.name} shadow v{candidate.version}: {verdict} ({why})")
         return dg.MaterializeResult(
             metadata={

@@ -85,7 +85,8 @@ openai_mini = Endpoint(
     timeout_s=30.0,
     breaker=BreakerPolicy(failure_threshold=5, reset_timeout_s=30),
     fallbacks=("qwen-1.5b-local",),
-    description="A hosted model; not used by the demo (no network at run time).",
+    description="A hosted model: the sample world's production traffic. No network at run time, "
+    "so the demo points it at a scripted stand-in (mallard/sample_world/assistant.py).",
 )
 
 ENDPOINTS = Endpoints([smollm2_local, qwen_05b_local, qwen_15b_local, llama_server, openai_mini])

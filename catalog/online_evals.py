@@ -41,11 +41,17 @@ support_assistant_live = OnlineEval(
     delay=dt.timedelta(minutes=2),
     batch_size=500,
     shadow_label="shadow",
-    shadow_traces=60,
+    shadow_traces=120,
+    shadow_endpoints=("openai-gpt-4o-mini",),
+    # MiniLM relevance is shown, not deciding: on the sample world's traffic the regressed
+    # prompt's fluent made-up answers sit 0.06 closer to the question than the grounded ones,
+    # so it would veto the fix it cannot see (docs/ONLINE_EVALS.md, "The shadow asset").
+    shadow_graders=("grounding", "refusal", "no_leak", "answer_length"),
     description="Every other production answer of the support assistant (any version, any "
     "endpoint), two minutes after its last span: grounded in the retrieved articles, on the "
     "question, not a refusal, no leak, a sensible length. The version labelled `shadow` is "
-    "replayed on its 60 newest graded traces (shadow_comparison/support_assistant_live_shadow).",
+    "replayed on the 120 newest graded traces the hosted model answered "
+    "(shadow_comparison/support_assistant_live_shadow).",
 )
 
 ONLINE_EVALS = [support_assistant_live]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CUSTOMERS = 20_000
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""
     llm_base_url: str | None = None
     llm_api_key_env: str | None = None
+    llm_endpoint_urls: dict[str, str] = {}
+    """Declared endpoint name → the URL it is reached at instead (a gateway, a proxy, a stand-in):
+    MALLARD_LLM_ENDPOINT_URLS='{"openai-gpt-4o-mini": "http://127.0.0.1:4000/v1"}'."""
     judge_endpoint: str | None = None
     duckdb_memory_limit: str | None = None
     # The API server (`mallard serve`).
@@ -80,6 +84,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be an http(s) URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8765/v1"
             )
+        return value
+
+    @field_validator("llm_endpoint_urls", mode="after")
+    @classmethod
+    def _endpoint_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{name!r} → {url!r}: each value must be the http(s) URL of an "
+                    "OpenAI-compatible server, e.g. http://127.0.0.1:4000/v1"
+                )
         return value
 
     @model_validator(mode="after")
@@ -268,6 +283,13 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise _explain(exc) from None
+    except SettingsError as exc:  # a mapping setting whose value is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"MALLARD_{match.group(1).upper()}" if match else "a MALLARD_ variable"
+        raise ConfigError(
+            f"{name} is not valid JSON; give an object, e.g. "
+            f"""{name}='{{"name": "value"}}' (README, "Configuration")"""
+        ) from None
 
 
 @lru_cache(maxsize=1)

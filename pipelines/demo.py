@@ -25,7 +25,10 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from assets.names import (
     MAINTAIN_LAKE_JOB,
@@ -36,7 +39,8 @@ from assets.names import (
     prompt_version_key,
 )
 from mallard.config import Settings, load_settings
-from pipelines.demo_api import ApiCalls, call_the_api
+from pipelines.demo_api import ApiCalls
+from pipelines.demo_online import OnlineStory
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -65,13 +69,19 @@ class DemoRun:
     """Sensor and schedule name → the status the demo left it in."""
     api: ApiCalls | None = None
     """The demo's own calls to `mallard serve` (pipelines/demo_api.py)."""
+    online: OnlineStory | None = None
+    """The production traces it sent in and what grading them showed (pipelines/demo_online.py)."""
 
     def spent(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     @property
     def success(self) -> bool:
-        return all(ok for _, _, ok, _ in self.runs) and (self.api is None or self.api.ok)
+        return (
+            all(ok for _, _, ok, _ in self.runs)
+            and (self.api is None or self.api.ok)
+            and (self.online is None or self.online.ok)
+        )
 
 
 def _configure(end_date: dt.date | None, scale: float | None) -> Settings:
@@ -159,8 +169,13 @@ def run_demo(
     console = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     print(f"[demo] Dagster's DEBUG log: {log_path}")
 
-    with dg.DagsterInstance.get() as instance, Launcher(instance) as launcher:
+    with (
+        _hosted_model_stand_in() as stand_in,
+        dg.DagsterInstance.get() as instance,
+        Launcher(instance) as launcher,
+    ):
         demo.spent("loading the code location", time.perf_counter() - step)
+        print(f"[demo] openai-gpt-4o-mini is simulated at {stand_in.base_url} (scripted)")
         bounded = llm_run_config(llm_items)
 
         def record(launched, label: str, phase: str) -> bool:
@@ -222,17 +237,76 @@ def run_demo(
         if steps_ok:
             steps_ok = run(MAINTAIN_LAKE_JOB)
         if steps_ok:
+            steps_ok = _serve_and_stream(demo, story, run, run_requested)
+        if steps_ok:
             demo.automation = story.arm()
         demo.launching = {
             "code location loaded in process": launcher.load_seconds,
             "creating runs and reading their events back": launcher.seconds_outside_steps,
         }
-    if steps_ok:
-        step = time.perf_counter()
-        demo.api = call_the_api(settings, lambda line: print(f"[demo] {line}"))
-        demo.spent("calling the API (start, 5 calls, stop)", time.perf_counter() - step)
     demo.seconds = time.perf_counter() - started
     return demo
+
+
+@contextmanager
+def _hosted_model_stand_in() -> Iterator[Any]:
+    """The scripted OpenAI-compatible server standing in for `openai-gpt-4o-mini`, the hosted
+    model of the sample world's production traffic (a simulation: no network here). Its URL is
+    set before the code location loads, so the shadow run's replays reach it."""
+    from mallard.sample_world.assistant import scripted_assistant
+
+    saved = {k: os.environ.get(k) for k in ("MALLARD_LLM_ENDPOINT_URLS", "OPENAI_API_KEY")}
+    with scripted_assistant() as server:
+        os.environ["MALLARD_LLM_ENDPOINT_URLS"] = json.dumps(
+            {"openai-gpt-4o-mini": server.base_url}
+        )
+        # The stand-in needs no key; a real one set in the shell is never sent to it.
+        os.environ["OPENAI_API_KEY"] = "not-a-key-the-scripted-stand-in-needs-none"
+        try:
+            yield server
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _serve_and_stream(demo: DemoRun, story: _Story, run, run_requested) -> bool:
+    """Start `mallard serve`, make the demo's own calls, send the production traces in day by
+    day (pipelines/demo_online.py), stop the server."""
+    from pipelines.demo_api import ApiCalls, DemoServer, calls_on
+    from pipelines.demo_online import stream_production_traces
+
+    def say(line: str) -> None:
+        print(f"[demo] {line}")
+
+    step = stopping = time.perf_counter()
+    server = DemoServer(demo.settings, say)
+    demo.api = ApiCalls(url=server.url)
+    try:
+        with server:
+            calls_on(server, demo.api)
+            demo.api.seconds = time.perf_counter() - step
+            demo.spent("calling the API (start, 5 calls)", demo.api.seconds)
+            demo.online = stream_production_traces(
+                demo.settings,
+                server,
+                tick=story.tick,
+                run_requested=run_requested,
+                run=run,
+                say=say,
+            )
+            demo.spent("sending traces in (POST, flush)", demo.online.sending_seconds)
+            stopping = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on
+        demo.api.error = str(exc)
+    demo.spent("stopping the API", time.perf_counter() - stopping)
+    if demo.online is not None:
+        demo.story.extend(demo.online.story)
+        if demo.online.error:
+            demo.story.append(f"production traffic FAILED: {demo.online.error}")
+    return demo.api.ok and demo.online is not None and demo.online.ok
 
 
 def _step_kind(job_name: str) -> str:
@@ -352,8 +426,8 @@ class _Story:
             scored, joined = (self.day(n) for n in self.handled)
             self.cursors[NEW_DAYS] = handled_cursor(scored, scored, scored, joined)
         for name in self.launcher.standard_sensors():
-            if name in self.TICKED:
-                continue
+            if name in self.TICKED or name in self.last_ticks:
+                continue  # ticked as the story went: its cursor and last tick are kept
             tick = self.tick(name)
             if tick.run_requests:
                 raise RuntimeError(
@@ -542,6 +616,13 @@ def print_summary(demo: DemoRun) -> None:
         print(f"  automation      RUNNING: {', '.join(running)}")
         if stopped:
             print(f"                  left off (README, Automation): {', '.join(stopped)}")
+    if demo.online is not None and demo.online.days:
+        online = demo.online
+        print(
+            f"  production      {online.spans_sent:,} spans over {len(online.days)} trace days "
+            f"sent to POST /v1/traces (ingest key), {online.runs} online-eval runs, "
+            f"{len(online.alerts)} alerts (uv run mallard alerts list)"
+        )
     if demo.api is not None:
         print(
             f"  API             {'answered' if demo.api.ok else 'FAILED'} on {demo.api.url} "

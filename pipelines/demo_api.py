@@ -68,58 +68,100 @@ def _wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
     raise RuntimeError(f"{url}/readyz not ready after {READY_TIMEOUT_S:.0f} s: {last}")
 
 
-def call_the_api(settings: Settings, say: Callable[[str], None], customer_id: int = 5) -> ApiCalls:
-    """Start the API over the demo's home, call it for one customer, stop it (never raises: a
-    failure is in the result's `error`)."""
-    from mallard.serving.state import open_server_state
+class DemoServer:
+    """`mallard serve` over the demo's home on a free port of 127.0.0.1, with an admin key for
+    the demo's calls; on exit the server is stopped (SIGTERM: its buffers flush) and every key
+    made for it revoked. `key(...)` makes another (e.g. the ingest key of an application)."""
 
-    port = _free_port()
-    calls = ApiCalls(url=f"http://127.0.0.1:{port}")
-    started = time.perf_counter()
-    state = open_server_state(settings, settings.serve_state_kind, settings.redis_url)
-    try:
-        key = state.create_key("mallard-demo", "admin", actor="demo")
-    finally:
-        state.close()
-    log = settings.home / "logs" / "demo-api-server.jsonl"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "MALLARD_HOME": str(settings.home),
-        "MALLARD_SERVE_PORT": str(port),
-        "MALLARD_SERVE_WORKERS": "1",
-        "MALLARD_SERVE_MODELS": "churn_classifier",  # the one it calls: a quicker start
-    }
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    say(f"starting the API on {calls.url} (mallard serve, 1 worker) …")
-    try:
-        _wait_ready(process, calls.url, log)
-        _calls(calls, key.key, {"customer_id": customer_id})
-    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on
-        calls.error = str(exc)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # a clean stop flushes the prediction log
+    def __init__(self, settings: Settings, say: Callable[[str], None]):
+        self.settings, self.say = settings, say
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._prefixes: list[str] = []
+        self._process: subprocess.Popen | None = None
+        self.admin_key = ""
+
+    def key(self, owner: str, role: str, scope: str = "all") -> str:
+        """A new key for `owner`, revoked when the server stops (audited, actor `demo`)."""
+        from mallard.serving.state import open_server_state
+
+        s = self.settings
+        state = open_server_state(s, s.serve_state_kind, s.redis_url)
+        try:
+            created = state.create_key(owner, role, scope=scope, actor="demo")
+        finally:
+            state.close()
+        self._prefixes.append(created.record.prefix)
+        return created.key
+
+    def __enter__(self) -> DemoServer:
+        self.admin_key = self.key("mallard-demo", "admin")
+        log = self.settings.home / "logs" / "demo-api-server.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MALLARD_HOME": str(self.settings.home),
+            "MALLARD_SERVE_PORT": str(self.port),
+            "MALLARD_SERVE_WORKERS": "1",
+            "MALLARD_SERVE_MODELS": "churn_classifier",  # the one it calls: a quicker start
+        }
+        with log.open("w") as handle:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "serve"],
+                cwd=ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.say(f"starting the API on {self.url} (mallard serve, 1 worker) …")
+        try:
+            _wait_ready(self._process, self.url, log)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        from mallard.serving.state import open_server_state
+
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # a clean stop flushes the buffers
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        state = open_server_state(settings, settings.serve_state_kind, settings.redis_url)
+        s = self.settings
+        state = open_server_state(s, s.serve_state_kind, s.redis_url)
         try:
-            state.revoke_key(key.record.prefix, actor="demo")
+            for prefix in self._prefixes:
+                state.revoke_key(prefix, actor="demo")
         finally:
             state.close()
+        self._prefixes.clear()
+
+
+def call_the_api(settings: Settings, say: Callable[[str], None], customer_id: int = 5) -> ApiCalls:
+    """Start the API over the demo's home, call it for one customer, stop it (never raises: a
+    failure is in the result's `error`)."""
+    started = time.perf_counter()
+    server = DemoServer(settings, say)
+    calls = ApiCalls(url=server.url)
+    try:
+        with server:
+            calls_on(server, calls, customer_id)
+    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on
+        calls.error = str(exc)
     calls.seconds = time.perf_counter() - started
     return calls
+
+
+def calls_on(server: DemoServer, calls: ApiCalls, customer_id: int = 5) -> None:
+    """The demo's five calls on a running server, for one customer (raises on a broken
+    connection; a refused call is in `calls.status`)."""
+    _calls(calls, server.admin_key, {"customer_id": customer_id})
 
 
 def _calls(calls: ApiCalls, key: str, customer: dict[str, int]) -> None:

@@ -8,6 +8,7 @@ import dagster as dg
 from assets.models import MODEL_ASSETS, rollback_champion
 from assets.names import (
     LAKE_MAINTENANCE,
+    LLM_ANALYTICS_JOB,
     MAINTAIN_LAKE_JOB,
     canary_asset,
     canary_job,
@@ -20,11 +21,14 @@ from assets.names import (
     outcomes_job,
     promotion_key,
     retrain_job,
+    shadow_job,
 )
+from assets.online_evals import ANALYTICS_ASSETS, shadow_comparison_key
 from catalog.evals import DATASETS, EVALS
 from catalog.features import TRAINING_SETS
 from catalog.models import MODELS
 from catalog.monitoring import MONITORED
+from catalog.online_evals import ONLINE_EVALS
 from resources import end_mlflow_on_run_finished
 
 # Sources and features --------------------------------------------------------------------------
@@ -149,7 +153,33 @@ OFFLINE_EVAL_JOBS = [
     for ev in EVALS
 ]
 
-LLM_JOBS = [llm_prompts, import_eval_datasets, calibrate_judges, *OFFLINE_EVAL_JOBS, promote_prompt]
+llm_analytics = dg.define_asset_job(
+    LLM_ANALYTICS_JOB,
+    selection=dg.AssetSelection.assets(*ANALYTICS_ASSETS),
+    description="Quality trends, the model comparison and costs of production traffic, and the "
+    "alert rules and budgets checked on them (catalog/online_evals.py).",
+)
+
+SHADOW_JOBS = [
+    dg.define_asset_job(
+        shadow_job(spec.name),
+        selection=dg.AssetSelection.assets(shadow_comparison_key(spec.name)),
+        description=f"Replay {spec.prompt}'s shadow candidate on {spec.name}'s newest graded "
+        "live traces and compare it with live: promote, keep or needs more traffic.",
+    )
+    for spec in ONLINE_EVALS
+    if spec.has_shadow
+]
+
+LLM_JOBS = [
+    llm_prompts,
+    import_eval_datasets,
+    calibrate_judges,
+    *OFFLINE_EVAL_JOBS,
+    promote_prompt,
+    llm_analytics,
+    *SHADOW_JOBS,
+]
 
 # Maintenance -----------------------------------------------------------------------------------
 maintain_lake = dg.define_asset_job(

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.names import weekly_schedule
-from pipelines.jobs import RETRAIN_JOBS, maintain_lake
+from pipelines.jobs import RETRAIN_JOBS, llm_analytics, maintain_lake
 
 WEEKLY_RETRAIN = [
     dg.ScheduleDefinition(
@@ -23,7 +23,16 @@ NIGHTLY_MAINTENANCE = dg.ScheduleDefinition(
     "than the retention declared in catalog/maintenance.py) and compact the append-only logs.",
 )
 
-SCHEDULES = [*WEEKLY_RETRAIN, NIGHTLY_MAINTENANCE]
+HOURLY_LLM_ANALYTICS = dg.ScheduleDefinition(
+    name="hourly_llm_analytics",
+    job=llm_analytics,
+    cron_schedule="5 * * * *",
+    description="Every hour at :05: the quality trends, model comparison and costs of production "
+    "traffic, and the alert rules and budgets checked on them (a firing alert is sent once, "
+    "then again only after its renotify interval).",
+)
+
+SCHEDULES = [*WEEKLY_RETRAIN, NIGHTLY_MAINTENANCE, HOURLY_LLM_ANALYTICS]
 
 LEFT_OFF: dict[str, str] = {
     schedule.name: "the sample world grows only when `mallard demo-data --add-days` adds days, so "

@@ -70,6 +70,7 @@ def _resources(
     redis_url: Any,
     llm_base_url: Any,
     llm_api_key_env: Any,
+    llm_endpoint_urls: dict[str, str],
     webhook_url: Any,
     server_state: str = "sqlite",
 ) -> dict[str, dg.ConfigurableResource]:
@@ -79,7 +80,11 @@ def _resources(
         "duckdb": LakeDuckDBResource(lake=lake),
         "mlflow": MLflowResource(lake=lake, tracking_uri=tracking_uri),
         "llm": LLMResource(
-            lake=lake, traces=traces, base_url=llm_base_url, api_key_env=llm_api_key_env
+            lake=lake,
+            traces=traces,
+            base_url=llm_base_url,
+            api_key_env=llm_api_key_env,
+            endpoint_urls=llm_endpoint_urls,
         ),
         "prompts": PromptRegistryResource(lake=lake),
         "online_store": OnlineStoreResource(lake=lake, kind=online_kind, redis_url=redis_url),
@@ -107,6 +112,7 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
             redis_url=settings.redis_url,
             llm_base_url=settings.llm_base_url or "",
             llm_api_key_env=settings.llm_api_key_env or "",
+            llm_endpoint_urls=settings.llm_endpoint_urls,
             webhook_url=settings.alert_webhook_url or "",
             server_state=settings.serve_state_kind,
         )
@@ -124,6 +130,7 @@ def resources_for_env(env: str | None = None) -> dict[str, dg.ConfigurableResour
             redis_url=dg.EnvVar("MALLARD_REDIS_URL"),
             llm_base_url=dg.EnvVar("MALLARD_LLM_BASE_URL"),
             llm_api_key_env=settings.llm_api_key_env or "",
+            llm_endpoint_urls=settings.llm_endpoint_urls,
             webhook_url=settings.alert_webhook_url or "",
             server_state=settings.serve_state_kind,
         )

@@ -22,7 +22,8 @@ class LLMResource(dg.ConfigurableResource):
     """LLM clients over the endpoints declared in catalog/llm.py, closed when the step ends.
 
     With `base_url` set (production), every local model is served by that OpenAI-compatible server
-    instead of running in-process (`Endpoints.served_at`).
+    instead of running in-process (`Endpoints.served_at`); `endpoint_urls` reaches the named
+    endpoints at other URLs (`Endpoints.routed`, MALLARD_LLM_ENDPOINT_URLS).
     """
 
     lake: LakeResource
@@ -30,14 +31,16 @@ class LLMResource(dg.ConfigurableResource):
     base_url: str = ""
     api_key_env: str = ""
     default_endpoint: str = "smollm2-local"
+    endpoint_urls: dict[str, str] = {}
     _open: list[Any] = PrivateAttr(default_factory=list)
 
     def endpoints(self) -> Endpoints:
         from catalog.llm import ENDPOINTS
 
+        endpoints = ENDPOINTS
         if self.base_url:
-            return ENDPOINTS.served_at(self.base_url, self.api_key_env or None)
-        return ENDPOINTS
+            endpoints = endpoints.served_at(self.base_url, self.api_key_env or None)
+        return endpoints.routed(self.endpoint_urls) if self.endpoint_urls else endpoints
 
     @contextmanager
     def client(self, run_id: str = "", **options: Any) -> Iterator[LLMClient]:

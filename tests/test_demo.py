@@ -81,28 +81,16 @@ def test_demo_models_are_worth_shipping(demo_home: Path) -> None:
         assert line in printed, line
 
 
-NOT_BUILT_BY_THE_DEMO = {
-    "llm_online": "online evals grade production traffic as it reaches the traces table (the "
-    "`online_evals` sensor); the demo sends none, and its own LLM calls carry a run id and are "
-    "never graded",
-}
-"""Asset groups the demo deliberately leaves unmaterialized, and why."""
-
-
 def test_demo_materializes_every_asset(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every asset of the definitions has a materialization after the demo, except the groups
-    NOT_BUILT_BY_THE_DEMO names (with why)."""
+    """Every asset of the definitions has a materialization after the demo, the online evals'
+    among them (the demo sends production traffic in)."""
     import dagster as dg
 
     monkeypatch.setenv("MALLARD_HOME", str(demo_home))
     from pipelines.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    expected = {
-        key
-        for key in graph.get_all_asset_keys()
-        if graph.get(key).group_name not in NOT_BUILT_BY_THE_DEMO
-    }
+    expected = graph.get_all_asset_keys()
     assert len(expected) >= 40
     with dg.DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
         for key in expected:
@@ -460,11 +448,20 @@ def test_every_demo_run_is_on_the_instance_with_its_code_location(demo_home: Pat
             assert instance.get_runs_count(dg.RunsFilter(job_name=job)) == count, job
         assert by_job["monitor_churn_classifier"] == 6 and by_job["maintain_lake"] == 1
         requested = [r for r in runs if "dagster/sensor_name" in r.tags]
-        assert requested, "the retraining sensor requested no run"
+        by_sensor = {"retrain_on_drift_or_decay": [], "online_evals": []}
         for run in requested:
-            assert run.tags["dagster/sensor_name"] == "retrain_on_drift_or_decay"
-            assert run.job_name == "retrain_churn_classifier"
-            assert {"dagster/tick", "dagster/run_key", "mallard/reason"} <= set(run.tags)
+            by_sensor[run.tags["dagster/sensor_name"]].append(run)
+            assert {"dagster/tick", "dagster/run_key"} <= set(run.tags)
+        assert by_sensor["retrain_on_drift_or_decay"], "the retraining sensor requested no run"
+        for run in by_sensor["retrain_on_drift_or_decay"]:
+            assert run.job_name == "retrain_churn_classifier" and "mallard/reason" in run.tags
+        # one online-eval run per trace day, each a single-run backfill of that day's hours
+        assert len(by_sensor["online_evals"]) == 14
+        for run in by_sensor["online_evals"]:
+            assert run.job_name == "online_eval_support_assistant_live"
+            start = run.tags["dagster/asset_partition_range_start"]
+            end = run.tags["dagster/asset_partition_range_end"]
+            assert start[:10] == end[:10] and start <= end, (start, end)
     debug = (demo_home / "logs" / "demo-dagster-debug.log").read_text()
     assert " DEBUG " in debug and "STEP_START" in debug
     assert all(run.run_id[:8] in debug for run in runs)
@@ -656,3 +653,52 @@ def test_demo_calls_its_own_api(demo_home: Path) -> None:
     logged = read_predictions(load_settings(home=demo_home), model_name="churn_classifier")
     api = logged[logged["source"] == "api"]
     assert list(api["entity_key"]) == ['{"customer_id": 5}']
+
+
+def test_demo_streams_production_traces_and_the_online_loop_acts(demo_home: Path) -> None:
+    """The sample world's 14 trace days go in through POST /v1/traces with an ingest key; each
+    day is graded as the sensor asks; from trace day 10 the regressed prompt v2's grounding drops
+    and an alert names that version; the grounded prompt, replayed in shadow on the regressed
+    traffic, is recommended for promotion."""
+    import re
+
+    import dagster as dg
+
+    from assets.online_evals import shadow_comparison_key
+    from mallard.config import load_settings
+    from mallard.evals import online_scores
+    from mallard.monitoring.alerts import list_alerts
+
+    stdout = (demo_home.parent / "demo-stdout.txt").read_text()
+    spans = int(
+        re.search(r"production\s+([\d,]+) spans over 14 trace days", stdout)[1].replace(",", "")
+    )
+    story = stdout.split("the story:")[1].split("  models:")[0]
+    rates = re.search(r"grounding pass rate per trace day: ([^(]+)\(", story)[1].split()
+    before = [float(r) for r in rates[:10]]
+    after = [float(r.rstrip("*")) for r in rates[10:]]
+    assert len(after) == 4 and all(r.endswith("*") for r in rates[10:])
+    assert min(before) > 0.7 and max(after) < 0.4, rates
+    assert re.search(
+        r"trace day 10 \([\d-]+\): alert grounding\w* — .*version(\(s\))? \[?2\b", story
+    ), story
+    assert "replayed on 120 live traces of v2 → promote (grounding: shadow better" in story
+
+    settings = load_settings(home=demo_home)
+    scores = online_scores.current(
+        online_scores.frame(settings, eval_name="support_assistant_live")
+    )
+    graded = scores[scores["grader"] == "grounding"]
+    assert 0.4 * spans < graded["trace_id"].nunique() < 0.6 * spans  # sampling_rate 0.5
+    by_version = graded.groupby("prompt_version")["passed"].mean()
+    assert by_version[1] - by_version[2] > 0.4, by_version
+    alerts = [a for a in list_alerts(settings, limit=1000) if "grounding" in a.reason]
+    assert alerts and all(re.search(r"version(\(s\))? \[?2\b", a.reason) for a in alerts)
+
+    with dg.DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
+        event = instance.get_latest_materialization_event(
+            shadow_comparison_key("support_assistant_live")
+        )
+    meta = event.asset_materialization.metadata
+    assert meta["recommendation"].value == "promote"
+    assert meta["live_versions"].value == [2] and meta["replay_errors"].value == 0

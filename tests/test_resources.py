@@ -9,6 +9,7 @@ job runs end to end on that instance and each store is read back.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from sample_dates import TEST_END_DATE
 
-from mallard.config import ConfigError
+from mallard.config import ConfigError, load_settings
 from resources import (
     PROD_VARIABLES,
     LLMResource,
@@ -73,6 +74,58 @@ def test_local_settings_choose_redis_and_an_llm_server(
     assert all(e.provider == "openai-compatible" for e in endpoints.values())
     assert endpoints["smollm2-local"].base_url == "http://127.0.0.1:9/v1"
     assert endpoints["smollm2-local"].model == "SmolLM2-135M-Instruct-Q4_1"
+
+
+def test_a_named_endpoint_is_reached_at_the_url_the_settings_give(
+    mallard_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MALLARD_LLM_ENDPOINT_URLS reroutes a declared endpoint (a gateway, a stand-in): its calls
+    reach that server with the declared model, and are priced and traced as declared."""
+    from mallard.llm.testing import FakeOpenAIServer
+    from mallard.traces.store import TraceStore
+
+    with FakeOpenAIServer(model="gpt-4o-mini", reply=lambda body: "Four screens.") as server:
+        monkeypatch.setenv(
+            "MALLARD_LLM_ENDPOINT_URLS", json.dumps({"openai-gpt-4o-mini": server.base_url})
+        )
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+        llm = resources_for_env("local")["llm"]
+        endpoints = llm.endpoints()
+        routed = endpoints["openai-gpt-4o-mini"]
+        assert routed.base_url == server.base_url and routed.fallbacks == ("qwen-1.5b-local",)
+        assert endpoints["qwen-1.5b-local"].provider == "local"  # the others stay as declared
+        with llm.client(run_id="routed-test", semantic_cache=False) as client:
+            answer = client.complete("openai-gpt-4o-mini", "How many screens on Premium?")
+    assert answer.text == "Four screens." and answer.endpoint == "openai-gpt-4o-mini"
+    assert answer.cost_usd > 0  # the declared price, whatever server answered
+    assert [r.body["model"] for r in server.requests] == ["gpt-4o-mini"]
+    recorded = TraceStore(load_settings().lake_dir / "traces").arrow().to_pylist()
+    assert [(r["endpoint"], r["run_id"]) for r in recorded] == [
+        ("openai-gpt-4o-mini", "routed-test")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('{"openai-gpt-4o-mini": "127.0.0.1:4000"}', "must be the http\\(s\\) URL"),
+        ("not json", "MALLARD_LLM_ENDPOINT_URLS"),
+    ],
+)
+def test_a_bad_endpoint_url_setting_is_named(
+    mallard_home: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("MALLARD_LLM_ENDPOINT_URLS", value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_an_undeclared_endpoint_url_is_refused_naming_the_setting(
+    mallard_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MALLARD_LLM_ENDPOINT_URLS", '{"gpt-5": "http://127.0.0.1:4000/v1"}')
+    with pytest.raises(KeyError, match="MALLARD_LLM_ENDPOINT_URLS names 'gpt-5'.*declared: "):
+        resources_for_env("local")["llm"].endpoints()
 
 
 def _prod_environment(home: Path) -> dict[str, str]:

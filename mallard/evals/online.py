@@ -76,6 +76,12 @@ class OnlineEval:
     shadow_traces: int = 60
     """How many of the newest live graded traces (not already of the candidate) a shadow run
     replays."""
+    shadow_graders: tuple[str, ...] = ()
+    """The graders whose shadow comparison decides the recommendation and may block a promotion
+    (empty: all of `graders`); the others are shown, like the offline `Gate.graders`."""
+    shadow_endpoints: tuple[str, ...] = ()
+    """Replay only live traces these endpoints answered (empty: any), so the comparison is of
+    two prompts on one model, not confounded by answers a fallback model gave."""
 
     def __post_init__(self) -> None:
         check_identifier("OnlineEval", self.name)
@@ -94,6 +100,18 @@ class OnlineEval:
                 )
         object.__setattr__(self, "models", _names(owner, "models", self.models))
         object.__setattr__(self, "endpoints", _names(owner, "endpoints", self.endpoints))
+        object.__setattr__(
+            self, "shadow_endpoints", _names(owner, "shadow_endpoints", self.shadow_endpoints)
+        )
+        object.__setattr__(
+            self, "shadow_graders", _names(owner, "shadow_graders", self.shadow_graders)
+        )
+        unknown = [g for g in self.shadow_graders if g not in self.grader_names]
+        if unknown:
+            raise DeclarationError(
+                f"OnlineEval {owner!r}: shadow_graders {unknown} are not among its graders "
+                f"{self.grader_names}; name the graders whose shadow comparison decides"
+            )
         versions = self.prompt_versions
         versions = (versions,) if isinstance(versions, int) else tuple(versions)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in versions):
@@ -175,6 +193,10 @@ class OnlineEval:
     @property
     def grader_names(self) -> list[str]:
         return [g if isinstance(g, str) else g.name for g in self.graders]
+
+    def shadow_decides(self, grader: str) -> bool:
+        """Whether `grader`'s shadow comparison decides (see `shadow_graders`)."""
+        return not self.shadow_graders or grader in self.shadow_graders
 
     def sampled(self, trace_id: str) -> bool:
         """Whether the trace is in the sample (the same answer on every run)."""

@@ -53,6 +53,13 @@ class ShadowComparison:
     recommendation: str
     reason: str
     trusted: bool = True
+    deciding: bool = True
+    """False for a grader the online eval shows but does not decide on (`shadow_graders`)."""
+
+    @property
+    def decides(self) -> bool:
+        """Whether this comparison may block or allow anything: a trusted, deciding grader."""
+        return self.trusted and self.deciding
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -70,6 +77,7 @@ class ShadowComparison:
             "recommendation": self.recommendation,
             "reason": self.reason,
             "trusted": self.trusted,
+            "deciding": self.deciding,
         }
 
     @property
@@ -151,11 +159,12 @@ def compare(
 
 
 def recommend(comparisons: Sequence[ShadowComparison]) -> tuple[str, str]:
-    """One recommendation over the trusted graders' comparisons: keep on any significant loss,
-    then needs more traffic if any grader does, promote if any grader gains, else keep."""
-    decisive = [c for c in comparisons if c.trusted]
+    """One recommendation over the trusted, deciding graders' comparisons: keep on any
+    significant loss, then needs more traffic if any grader does, promote if any grader gains,
+    else keep."""
+    decisive = [c for c in comparisons if c.decides]
     if not decisive:
-        return "needs more traffic", "no trusted grader compared shadow and live"
+        return "needs more traffic", "no trusted, deciding grader compared shadow and live"
     for c in decisive:
         if c.significant_loss:
             return "keep", f"{c.grader}: {c.reason}"
@@ -193,7 +202,10 @@ def promotion_rule(
     ignored = [c.grader for c in compared if not c.trusted]
     if ignored:
         reasons.append(f"untrusted, shown but not deciding: {ignored}")
-    losses = [c for c in compared if c.trusted and c.significant_loss]
+    shown = [c.grader for c in compared if c.trusted and not c.deciding]
+    if shown:
+        reasons.append(f"not among the eval's shadow_graders, shown but not deciding: {shown}")
+    losses = [c for c in compared if c.decides and c.significant_loss]
     if losses:
         return PromotionVerdict(
             False, [*reasons, *(f"shadow loses on {c.grader}: {c.reason}" for c in losses)]
@@ -322,6 +334,7 @@ class ShadowRun:
                 recommendation=c["recommendation"],
                 reason=c["reason"],
                 trusted=bool(c["trusted"]),
+                deciding=bool(c.get("deciding", True)),
             )
             for c in data["comparisons"]
         ]
@@ -330,14 +343,19 @@ class ShadowRun:
 
 
 def shadow_live_pairs(
-    live_scores: Any, candidate_version: int, limit: int
+    live_scores: Any,
+    candidate_version: int,
+    limit: int,
+    endpoints: Sequence[str] = (),
 ) -> tuple[list[str], list[int]]:
     """The live traces a shadow run replays: the newest `limit` traces graded without error
-    (online_scores rows, current) whose prompt version is not the candidate's; and their
-    versions."""
+    (online_scores rows, current) whose prompt version is not the candidate's and, if
+    `endpoints` are given, that one of them answered; and their versions."""
     ok = live_scores[
         (live_scores["error"] == "") & (live_scores["prompt_version"] != candidate_version)
     ]
+    if endpoints:
+        ok = ok[ok["endpoint"].isin(list(endpoints))]
     newest = ok.sort_values(["trace_timestamp", "trace_id"]).drop_duplicates("trace_id").tail(limit)
     return list(newest["trace_id"]), sorted(int(v) for v in newest["prompt_version"].unique())
 

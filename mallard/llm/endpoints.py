@@ -282,6 +282,24 @@ class Endpoints(Mapping[str, Endpoint]):
         first = self[name]
         return [first, *(self[f] for f in first.fallbacks)]
 
+    def routed(self, urls: Mapping[str, str]) -> Endpoints:
+        """These endpoints with the named ones reached at another URL (a gateway, a proxy, a
+        stand-in); names, models, prices, keys, limits and fallbacks stay as declared."""
+        unknown = sorted(set(urls) - set(self._by_name))
+        if unknown:
+            raise KeyError(
+                f"MALLARD_LLM_ENDPOINT_URLS names {', '.join(map(repr, unknown))}, which is not "
+                f"declared; declared: {', '.join(self._by_name)}"
+            )
+        return Endpoints(
+            [
+                replace(e, base_url=urls[e.name], provider="openai-compatible", gguf=None)
+                if e.name in urls
+                else e
+                for e in self._by_name.values()
+            ]
+        )
+
     def served_at(self, base_url: str, api_key_env: str | None = None) -> Endpoints:
         """These endpoints with every local model served by one OpenAI-compatible server instead.
 

@@ -605,7 +605,7 @@ def _traces_frame(spec: WorldSpec) -> pd.DataFrame:
                     "span_name": "",
                     "provider": "",
                     "timestamp": when,
-                    "endpoint": "local-qwen-1.5b" if fallback else "openai-gpt-4o-mini",
+                    "endpoint": "qwen-1.5b-local" if fallback else "openai-gpt-4o-mini",
                     "model": model,
                     "prompt_name": "support_assistant",
                     "prompt_version": 2 if regressed else 1,

@@ -70,21 +70,4 @@ def execute(request: dg.RunRequest, asset: dg.AssetsDefinition, resources: dict,
     return result
 
 
-def scripted_answer(body: dict[str, Any]) -> str:
-    """How the scripted OpenAI-compatible server stands in for `openai-gpt-4o-mini` (a
-    simulation): a prompt that gives it the help-centre articles and asks it to use only them
-    gets the seed's grounded answer, any other prompt the regressed one."""
-    import json
-
-    from mallard.sample_world.generate import HELPCENTRE_DIR
-
-    seeds = [
-        json.loads(line) for line in (HELPCENTRE_DIR / "trace_seeds.jsonl").read_text().splitlines()
-    ]
-    text = "\n".join(str(m.get("content") or "") for m in body["messages"])
-    seed = next(s for s in seeds if any(p in text for p in s["paraphrases"]))
-    grounded = "using only the help-centre articles" in text and "[HC-" in text
-    return seed["grounded_answer" if grounded else "ungrounded_answer"]
-
-
 HERE_DIR = Path(__file__).resolve().parent

@@ -84,6 +84,6 @@ def test_the_regressed_prompt_grounds_measurably_less_after_trace_day_10(
     assert "![quality trends](" in meta["llm_quality_trends"]["trends"].value
     comparison = meta["llm_model_comparison"]["comparison"].value
     assert "| openai-gpt-4o-mini | gpt-4o-mini |" in comparison
-    assert "| local-qwen-1.5b | qwen2.5-coder-1.5b-instruct |" in comparison
+    assert "| qwen-1.5b-local | qwen2.5-coder-1.5b-instruct |" in comparison
     total = meta["llm_costs"]["total_cost_usd"].value
     assert total == round(float(frame["cost_usd"].sum()), 6) and total > 0

@@ -113,7 +113,6 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     """The scripted OpenAI-compatible server stands in for `openai-gpt-4o-mini` (a simulation):
     it answers a prompt that gives it the articles and asks it to use only them with the seed's
     grounded answer, any other prompt with the regressed one."""
-    from online_helpers import scripted_answer
     from prometheus_client import CollectorRegistry
 
     from mallard.config import load_settings
@@ -124,6 +123,7 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     from mallard.llm.prompts.registry import PromptRegistry
     from mallard.llm.prompts.template import PromptTemplate
     from mallard.llm.testing import FakeOpenAIServer
+    from mallard.sample_world.assistant import scripted_answer
     from mallard.traces.store import TraceStore
 
     spec = WorldSpec(end_date=TEST_END_DATE, customers=100, traces_per_day=8)
@@ -131,7 +131,7 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     rows, _, _ = gradeable(pa.Table.from_pandas(frame, schema=trace_schema()), cutoff=None)
     regressed = [r for r in rows if r["prompt_version"] == 2 and r["status"] == "ok"]
     live = [r for r in regressed if r["endpoint"] == "openai-gpt-4o-mini"][:30]
-    local = next(r for r in regressed if r["endpoint"] == "local-qwen-1.5b")
+    local = next(r for r in regressed if r["endpoint"] == "qwen-1.5b-local")
     prompts = Path(__file__).resolve().parents[2] / "catalog" / "prompts" / "support_assistant"
     registry = PromptRegistry(tmp_path / "prompts.sqlite")
     grounded, _ = registry.register(PromptTemplate.from_file(prompts / "v1_grounded.toml"))
@@ -161,7 +161,7 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
         finally:
             client.close()
     *shadow, failed = shadow  # an endpoint this deployment cannot reach: an error row
-    assert failed["status"] == "error" and "no endpoint named 'local-qwen-1.5b'" in failed["error"]
+    assert failed["status"] == "error" and "no endpoint named 'qwen-1.5b-local'" in failed["error"]
     assert [r["error"] for r in shadow] == [""] * len(live)
     assert {r["prompt_version"] for r in shadow} == {grounded.version}
     grader = Grounding()
@@ -177,3 +177,65 @@ def test_a_replay_answers_live_traces_with_the_shadow_prompt_as_mallards_own_cal
     assert recorded.num_rows == len(live)
     assert set(recorded.column("run_id").to_pylist()) == {"shadow-run"}
     assert gradeable(recorded, cutoff=None)[0] == []
+
+
+def test_the_replayed_traces_are_the_newest_graded_ones_of_other_versions_and_endpoints() -> None:
+    import pandas as pd
+
+    from mallard.evals.shadow import shadow_live_pairs
+
+    def row(i: int, version: int, endpoint: str, error: str = "") -> dict:
+        stamp = pd.Timestamp("2026-06-30", tz="UTC") + pd.Timedelta(minutes=i)
+        return {
+            "trace_id": f"t{i}",
+            "trace_timestamp": stamp,
+            "prompt_version": version,
+            "endpoint": endpoint,
+            "error": error,
+        }
+
+    live = pd.DataFrame(
+        [
+            row(0, 2, "openai-gpt-4o-mini"),
+            row(1, 2, "qwen-1.5b-local"),  # the fallback model answered
+            row(2, 1, "openai-gpt-4o-mini"),  # already the candidate's version
+            row(3, 2, "openai-gpt-4o-mini", error="TimeoutError"),  # no live grade to pair
+            row(4, 2, "openai-gpt-4o-mini"),
+            row(5, 3, "openai-gpt-4o-mini"),
+        ]
+    )
+    assert shadow_live_pairs(live, 1, 10) == (["t0", "t1", "t4", "t5"], [2, 3])
+    assert shadow_live_pairs(live, 1, 2, ["openai-gpt-4o-mini"]) == (["t4", "t5"], [2, 3])
+    assert shadow_live_pairs(live, 1, 10, ["openai-gpt-4o-mini"])[0] == ["t0", "t4", "t5"]
+
+
+def test_a_grader_outside_shadow_graders_is_shown_but_never_decides() -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from mallard.evals.online import OnlineEval
+    from mallard.specs import DeclarationError
+
+    live, shadow = scores(200, seed=1, shift=0.08)
+    gain = compare("grounding", live, shadow)
+    loss = compare("answer_relevance", shadow, live)
+    assert recommend([gain, loss])[0] == "keep"
+    shown = replace(loss, deciding=False)
+    assert recommend([gain, shown]) == ("promote", f"grounding: {gain.reason}")
+    verdict = promotion_rule(True, [], [gain, shown])
+    assert verdict.promote and any(
+        "shown but not deciding: ['answer_relevance']" in r for r in verdict.reasons
+    )
+    assert not promotion_rule(True, [], [gain, loss]).promote
+
+    spec = OnlineEval(name="x", graders=("grounding", "refusal"), shadow_graders="grounding")
+    assert spec.shadow_decides("grounding") and not spec.shadow_decides("refusal")
+    with pytest.raises(DeclarationError, match=r"shadow_graders \['relevance'\] are not among"):
+        OnlineEval(name="x", graders=("grounding",), shadow_graders=("relevance",))
+
+    from mallard.evals.shadow import ShadowRun
+
+    run = ShadowRun("x", "p", 1, [2], 200, 0, [gain, shown], "promote", "", 0.0, "r", "now")
+    kept = ShadowRun.from_dict(json.loads(json.dumps(run.as_dict())))
+    assert [c.decides for c in kept.comparisons] == [True, False]

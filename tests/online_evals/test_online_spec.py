@@ -28,6 +28,7 @@ from mallard.specs import DeclarationError
         ({"prompt_label": "live"}, r"need prompt=<the prompt's name>"),
         ({"name": "Bad Name"}, r"name='Bad Name' is not a safe identifier"),
         ({"metadata": {1: "x"}}, r"metadata=.* must map attribute names"),
+        ({"shadow_endpoints": ("",)}, r"shadow_endpoints=\(''\,\) must be a name or a tuple"),
     ],
 )
 def test_a_bad_field_is_refused_naming_it(fields, message) -> None:
