@@ -177,9 +177,9 @@ LLM_JOBS = [
     calibrate_judges,
     *OFFLINE_EVAL_JOBS,
     promote_prompt,
-    llm_analytics,
-    *SHADOW_JOBS,
 ]
+LLM_ONLINE_JOBS = [llm_analytics, *SHADOW_JOBS]
+"""Jobs over production traffic (the online evals' own jobs are built with their assets)."""
 
 # Maintenance -----------------------------------------------------------------------------------
 maintain_lake = dg.define_asset_job(
@@ -208,6 +208,7 @@ JOBS = [
     *MODEL_JOBS,
     *MONITORING_JOBS,
     *LLM_JOBS,
+    *LLM_ONLINE_JOBS,
     *MAINTENANCE_JOBS,
     *CANARY_JOBS,
 ]
