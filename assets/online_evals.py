@@ -12,7 +12,6 @@ hours is still ungraded.
 
 import datetime as dt
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -386,10 +385,9 @@ def build_shadow_asset(
                 traces_version=None,
                 trust=lambda g: _trust(g, ctx, settings),
             )
-        comparisons = [
-            replace(c, deciding=spec.shadow_decides(c.grader))
-            for c in compare_graded(live[live["trace_id"].isin(ids)], shadow_scores)
-        ]
+        comparisons = compare_graded(
+            live[live["trace_id"].isin(ids)], shadow_scores, deciding=spec.shadow_decides
+        )
         verdict, why = recommend(comparisons)
         result = ShadowRun(
             eval_name=spec.name,

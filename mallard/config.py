@@ -27,6 +27,14 @@ class ConfigError(ValueError):
     """A setting has a value Mallard cannot use; the message names the setting and the fix."""
 
 
+def _require_http_url(url: str, what: str) -> None:
+    if not str(url).startswith(("http://", "https://")):
+        raise ValueError(
+            f"{what}must be an http(s) URL of an OpenAI-compatible server, e.g. "
+            "http://127.0.0.1:8765/v1"
+        )
+
+
 class Settings(BaseSettings):
     """Mallard's configuration. Each field is read from `MALLARD_<FIELD>`."""
 
@@ -80,21 +88,15 @@ class Settings(BaseSettings):
     @field_validator("llm_base_url", mode="after")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(
-                "must be an http(s) URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8765/v1"
-            )
+        if value is not None:
+            _require_http_url(value, "")
         return value
 
     @field_validator("llm_endpoint_urls", mode="after")
     @classmethod
     def _endpoint_urls(cls, value: dict[str, str]) -> dict[str, str]:
         for name, url in value.items():
-            if not str(url).startswith(("http://", "https://")):
-                raise ValueError(
-                    f"{name!r} → {url!r}: each value must be the http(s) URL of an "
-                    "OpenAI-compatible server, e.g. http://127.0.0.1:4000/v1"
-                )
+            _require_http_url(url, f"{name!r} → {url!r}: ")
         return value
 
     @model_validator(mode="after")

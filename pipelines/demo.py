@@ -253,23 +253,18 @@ def _hosted_model_stand_in() -> Iterator[Any]:
     """The scripted OpenAI-compatible server standing in for `openai-gpt-4o-mini`, the hosted
     model of the sample world's production traffic (a simulation: no network here). Its URL is
     set before the code location loads, so the shadow run's replays reach it."""
+    from unittest import mock
+
     from mallard.sample_world.assistant import scripted_assistant
 
-    saved = {k: os.environ.get(k) for k in ("MALLARD_LLM_ENDPOINT_URLS", "OPENAI_API_KEY")}
     with scripted_assistant() as server:
-        os.environ["MALLARD_LLM_ENDPOINT_URLS"] = json.dumps(
-            {"openai-gpt-4o-mini": server.base_url}
-        )
-        # The stand-in needs no key; a real one set in the shell is never sent to it.
-        os.environ["OPENAI_API_KEY"] = "not-a-key-the-scripted-stand-in-needs-none"
-        try:
+        routed = {
+            "MALLARD_LLM_ENDPOINT_URLS": json.dumps({"openai-gpt-4o-mini": server.base_url}),
+            # The stand-in needs no key; a real one set in the shell is never sent to it.
+            "OPENAI_API_KEY": "not-a-key-the-scripted-stand-in-needs-none",
+        }
+        with mock.patch.dict(os.environ, routed):  # restored, or removed, on the way out
             yield server
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def _serve_and_stream(demo: DemoRun, story: _Story, run, run_requested) -> bool:

@@ -143,29 +143,11 @@ class DemoServer:
         self._prefixes.clear()
 
 
-def call_the_api(settings: Settings, say: Callable[[str], None], customer_id: int = 5) -> ApiCalls:
-    """Start the API over the demo's home, call it for one customer, stop it (never raises: a
-    failure is in the result's `error`)."""
-    started = time.perf_counter()
-    server = DemoServer(settings, say)
-    calls = ApiCalls(url=server.url)
-    try:
-        with server:
-            calls_on(server, calls, customer_id)
-    except Exception as exc:  # noqa: BLE001 - the demo reports it and goes on
-        calls.error = str(exc)
-    calls.seconds = time.perf_counter() - started
-    return calls
-
-
 def calls_on(server: DemoServer, calls: ApiCalls, customer_id: int = 5) -> None:
     """The demo's five calls on a running server, for one customer (raises on a broken
     connection; a refused call is in `calls.status`)."""
-    _calls(calls, server.admin_key, {"customer_id": customer_id})
-
-
-def _calls(calls: ApiCalls, key: str, customer: dict[str, int]) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
+    customer = {"customer_id": customer_id}
+    headers = {"Authorization": f"Bearer {server.admin_key}"}
     with httpx.Client(base_url=calls.url, headers=headers, timeout=60) as api:
         features = api.post(
             "/v1/features/online", json={"entities": [customer], "service": "churn_features"}

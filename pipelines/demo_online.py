@@ -84,9 +84,9 @@ def _send(api: httpx.Client, rows: list[dict[str, Any]]) -> int:
 
 
 def _wait_stored(store: Any, trace_ids: set[str]) -> None:
-    """Until the traces table holds every trace sent so far (the server flushes its log to the
-    table every couple of seconds; a trace stored by an earlier demo counts: a retry is stored
-    once)."""
+    """Until the traces table holds every trace of `trace_ids` (the server flushes its log to
+    the table every couple of seconds; a trace stored by an earlier demo counts: a retry is
+    stored once)."""
     deadline = time.monotonic() + FLUSH_TIMEOUT_S
     missing = len(trace_ids)
     while time.monotonic() < deadline:
@@ -143,7 +143,6 @@ def stream_production_traces(
         key = server.key(APP_OWNER, "developer", scope="ingest")
         days = trace_days(settings)
         alerted: set[int] = set()
-        sent: set[str] = set()
         with (
             open_resources() as resources,
             httpx.Client(
@@ -155,8 +154,7 @@ def stream_production_traces(
             for number, (day, rows) in enumerate(days):
                 sending = time.perf_counter()
                 story.spans_sent += _send(api, rows)
-                sent.update(normalize_trace_id(r["trace_id"]) for r in rows)
-                _wait_stored(store, sent)
+                _wait_stored(store, {normalize_trace_id(r["trace_id"]) for r in rows})
                 story.sending_seconds += time.perf_counter() - sending
                 result = tick(ONLINE_EVAL_SENSOR)
                 hours = []

@@ -108,7 +108,7 @@ def test_a_named_endpoint_is_reached_at_the_url_the_settings_give(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ('{"openai-gpt-4o-mini": "127.0.0.1:4000"}', "must be the http\\(s\\) URL"),
+        ('{"openai-gpt-4o-mini": "127.0.0.1:4000"}', "127.0.0.1:4000.: must be an http\\(s\\) URL"),
         ("not json", "MALLARD_LLM_ENDPOINT_URLS"),
     ],
 )

@@ -27,7 +27,7 @@ grader. An untrusted judge's comparison is shown, but it never blocks or allows 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,7 @@ def compare(
     resamples: int = 2000,
     seed: int = 0,
     trusted: bool = True,
+    deciding: bool = True,
 ) -> ShadowComparison:
     """Compare shadow against live scores (trace id → score in [0, 1]) on their common traces."""
     common = sorted(set(live) & set(shadow))
@@ -154,7 +155,7 @@ def compare(
             f"±{min_effect:g}: nothing to gain",
         )
     return ShadowComparison(
-        grader, n, interval, wins, losses, ties, p, power, verdict, why, trusted
+        grader, n, interval, wins, losses, ties, p, power, verdict, why, trusted, deciding
     )
 
 
@@ -366,10 +367,11 @@ def compare_graded(
     *,
     min_pairs: int = 30,
     seed: int = 0,
+    deciding: Callable[[str], bool] = lambda grader: True,
 ) -> list[ShadowComparison]:
     """Per grader version of the shadow's grades (online_scores-shaped rows): the comparison
     with the live grades of the same traces by the same grader version. A grader is trusted
-    only if both its live and shadow grades are."""
+    only if both its live and shadow grades are; it decides if `deciding(grader)`."""
     out = []
     keys = sorted({(str(r["grader"]), str(r["grader_fingerprint"])) for r in shadow_scores})
     for grader, fingerprint in keys:
@@ -392,6 +394,7 @@ def compare_graded(
                 min_pairs=min_pairs,
                 seed=seed,
                 trusted=trusted,
+                deciding=deciding(grader),
             )
         )
     return out

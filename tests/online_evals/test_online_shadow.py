@@ -210,8 +210,6 @@ def test_the_replayed_traces_are_the_newest_graded_ones_of_other_versions_and_en
 
 
 def test_a_grader_outside_shadow_graders_is_shown_but_never_decides() -> None:
-    from dataclasses import replace
-
     import pytest
 
     from mallard.evals.online import OnlineEval
@@ -221,7 +219,7 @@ def test_a_grader_outside_shadow_graders_is_shown_but_never_decides() -> None:
     gain = compare("grounding", live, shadow)
     loss = compare("answer_relevance", shadow, live)
     assert recommend([gain, loss])[0] == "keep"
-    shown = replace(loss, deciding=False)
+    shown = compare("answer_relevance", shadow, live, deciding=False)
     assert recommend([gain, shown]) == ("promote", f"grounding: {gain.reason}")
     verdict = promotion_rule(True, [], [gain, shown])
     assert verdict.promote and any(

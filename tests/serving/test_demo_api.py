@@ -9,7 +9,7 @@ import json
 from world import World
 
 from mallard.config import load_settings
-from pipelines.demo_api import call_the_api
+from pipelines.demo_api import ApiCalls, DemoServer, calls_on
 
 
 def test_the_demo_serves_calls_and_leaves_no_key_behind(world: World) -> None:
@@ -18,9 +18,12 @@ def test_the_demo_serves_calls_and_leaves_no_key_behind(world: World) -> None:
 
     settings = load_settings(home=world.home)
     said: list[str] = []
-    calls = call_the_api(settings, said.append, customer_id=world.customer)
+    server = DemoServer(settings, said.append)
+    calls = ApiCalls(url=server.url)
+    with server:  # what the demo does (pipelines/demo.py, _serve_and_stream)
+        calls_on(server, calls, customer_id=world.customer)
 
-    assert calls.error is None, calls.error
+    assert said == [f"starting the API on {server.url} (mallard serve, 1 worker) …"]
     assert calls.status == {
         "features": 200,
         "predict": 200,
